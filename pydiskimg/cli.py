@@ -1,0 +1,61 @@
+"""The command line: ``pydiskimg SUBCOMMAND ...``.
+
+Each subcommand lives in ``pydiskimg/commands/<name>.py`` and provides
+``register(subparsers)`` (adds its parser, sets ``func``) .  The CLI owns the terminal: library
+code raises :class:`pydiskimg.errors.Error`, which is printed here on one line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import Error
+
+SUBCOMMANDS = ("build", "partition", "ext4", "fat", "inspect", "diff", "split")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pydiskimg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pydiskimg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(f"pydiskimg.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"pydiskimg.commands.{name}":
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="pydiskimg: %(message)s",
+    )
+    try:
+        rc = args.func(args)
+    except Error as e:
+        print(f"pydiskimg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pydiskimg: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

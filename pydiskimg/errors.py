@@ -1,0 +1,73 @@
+"""One exception root for pydiskimg, split by who is at fault.
+
+* ``ImageError`` and its per-family subclasses: the image being read is malformed.
+* ``UsageError``: the request is invalid (bad option, bad value, does not fit).
+* ``SourceError``: the source tree cannot be read as asked (unreadable, vanished, changed).
+* ``ToolError``: an external tool (qemu-img, libguestfs) failed.
+* ``InternalError``: a bug in pydiskimg.
+
+The CLI prints ``str(error)`` on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Root of every error pydiskimg raises on purpose."""
+
+
+class UsageError(Error, ValueError):
+    """An invalid or impossible request: bad option value, size too small, unknown name."""
+
+
+class DoesNotFitError(UsageError):
+    """A fixed size is too small; the message says how much is needed."""
+
+    def __init__(self, what: str, needed: int, given: int) -> None:
+        self.needed = needed
+        self.given = given
+        super().__init__(
+            f"{what}: {given} bytes is too small, at least {needed} bytes "
+            f"({-(-needed // 1048576)} MiB) are needed"
+        )
+
+
+class SourceError(Error, OSError):
+    """A source file or folder cannot be read as planned."""
+
+
+class ImageError(Error):
+    """The image being read is malformed."""
+
+
+class ChecksumError(ImageError):
+    """A checksum does not match; carries the expected and found values."""
+
+    def __init__(self, where: str, expected: int, found: int) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{where}: checksum is {found:#010x}, expected {expected:#010x}")
+
+
+class MBRError(ImageError):
+    """Malformed MBR."""
+
+
+class GPTError(ImageError):
+    """Malformed GPT."""
+
+
+class Ext4Error(ImageError):
+    """Malformed ext4 filesystem."""
+
+
+class FATError(ImageError):
+    """Malformed FAT filesystem."""
+
+
+class ToolError(Error):
+    """An external tool (qemu-img, libguestfs, a user command) failed."""
+
+
+class InternalError(Error):
+    """A bug in pydiskimg: an invariant did not hold."""
