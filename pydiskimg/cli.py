@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from . import __version__
@@ -24,7 +25,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="pydiskimg", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="pydiskimg",
+        description="Bootable disk images (MBR/GPT, ext4, FAT32) written from a tree, "
+        "with no root, no LKL and no VM.",
+    )
     parser.add_argument("--version", action="version", version=f"pydiskimg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -46,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="pydiskimg: %(message)s",
     )
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the cleanups: no partial output
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         rc = args.func(args)
     except Error as e:

@@ -1,0 +1,377 @@
+"""The whole build, top to bottom: ImageSpec -> Tree -> Plan -> write -> [guest] -> convert.
+
+Each step is a method of :class:`Build` named after what it does; :meth:`Build.run` calls them
+in order.  Nothing is written before every plan is made (``--dry-run`` stops there), and every
+output lands in a staging folder that is moved into place only when all steps succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ext4, fat, ids, layout
+from .contents import apply_contents
+from .errors import DoesNotFitError, ToolError, UsageError
+from .io import Image
+from .spec import FORMAT_SUFFIX, SEED_ROOT_GPUID, ImageSpec
+from .tree import Kind, Node, Tree, scan
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+BLOCK = 4096
+
+
+class Progress:
+    """Stage lines and a copy bar on stderr; silent when ``quiet``.  Records each stage's time."""
+
+    def __init__(self, quiet: bool = False, stream: Any = None) -> None:
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self.times: dict[str, float] = {}
+        self._bar_last = 0.0
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"pydiskimg: {text}", file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def stage(self, key: str, text: str) -> Iterator[None]:
+        self.say(f"{text}...")
+        t0 = time.monotonic()
+        yield
+        self.times[key] = round(time.monotonic() - t0, 3)
+
+    def bar(self, done: int, total: int) -> None:
+        """File-data copy progress: redrawn in place on a terminal, every ~10 s otherwise."""
+        if self.quiet or total <= 0:
+            return
+        now = time.monotonic()
+        step = 0.2 if self._tty else 10.0
+        if done < total and now - self._bar_last < step:
+            return
+        self._bar_last = now
+        frac = done / total
+        width = 30
+        fill = int(frac * width)
+        line = f"  [{'#' * fill}{'.' * (width - fill)}] {frac:6.1%} {done / MiB:,.0f}/{total / MiB:,.0f} MiB"
+        end = "\r" if self._tty and done < total else "\n"
+        print(line, end=end, file=self.stream, flush=True)
+
+
+@dataclass
+class Build:
+    """One image build: the spec, the plans made from it, and what was written."""
+
+    spec: ImageSpec
+    progress: Progress = field(default_factory=Progress)
+    tree: Tree | None = None
+    esp_tree: Tree | None = None
+    disk_layout: Any = None
+    fs_uuid: uuid.UUID | None = None
+    esp_volume_id: int | None = None
+    ext4_plan: Any = None
+    fat_plan: Any = None
+    disk_size: int = 0
+    staging: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def run(self, dry_run: bool = False) -> dict[str, Any]:
+        p = self.progress
+        with p.stage("scan", f"scanning {self.spec.root}"):
+            self.scan_trees()
+        with p.stage("plan", "planning partitions and filesystems"):
+            self.plan()
+        self.describe()
+        if dry_run:
+            return self.summary
+        out_dir = os.path.dirname(os.path.abspath(self.spec.output))
+        made_out_dir = False
+        if not os.path.isdir(out_dir):
+            if os.path.dirname(self.spec.output) != self.spec.name:
+                raise UsageError(f"output (-o): folder {out_dir} does not exist")
+            os.mkdir(out_dir)  # the default output, NAME/nixos.img: the seed's $out
+            made_out_dir = True
+        try:
+            self._write_all(out_dir)
+        except BaseException:
+            if made_out_dir:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        self.summary["stages"] = dict(p.times)
+        p.say(f"wrote {self.spec.output}")
+        return self.summary
+
+    def _write_all(self, out_dir: str) -> None:
+        p = self.progress
+        with self.staged(out_dir):
+            raw = os.path.join(self.staging, self.raw_name())
+            with p.stage("write", f"writing {self.disk_size / MiB:,.0f} MiB image"):
+                self.write_raw(raw)
+            if self.spec.install_bootloader:
+                with p.stage("guest", "running the bootloader stage in libguestfs's appliance"):
+                    self.guest_stage(raw)
+            final = os.path.join(self.staging, os.path.basename(self.spec.output))
+            if self.spec.format != "raw":
+                with p.stage("convert", f"converting to {self.spec.format}"):
+                    self.convert(raw, final)
+            elif raw != final:
+                os.replace(raw, final)
+            if self.spec.touch_efi_vars:
+                self.efi_vars()
+            if self.spec.post_vm:
+                with p.stage("postVM", "running postVM"):
+                    self.post_vm(final)
+
+    def scan_trees(self) -> None:
+        s = self.spec
+        clamp = s.source_date_epoch if s.clamp_mtime else None
+        tree = scan(s.root, all_root=s.all_root, clamp_mtime=clamp, deterministic=s.deterministic)
+        if s.only_nix_store:
+            tree = self._subtree(tree, s.store_dir)
+        else:
+            if s.contents:
+                apply_contents(tree, s.contents, tree_root=s.root, timestamp=s.timestamp)
+            # the seed's VM script always makes /etc/nixos, and copies configFile into it
+            nixos = self._mkdirs(tree, b"etc/nixos")
+            if s.config_file:
+                nixos.entries[b"configuration.nix"] = self._file_node(s.config_file)
+        self.tree = tree
+        if s.has_esp:
+            if s.esp:
+                self.esp_tree = scan(s.esp, all_root=True, clamp_mtime=clamp, deterministic=s.deterministic)
+            else:
+                self.esp_tree = Tree(Node(Kind.DIR, 0o755, mtime_ns=s.timestamp * 10**9))
+
+    def plan(self) -> None:
+        s = self.spec
+        self.identifiers()
+        opts = ext4.Ext4Options(
+            label=s.effective_label,
+            uuid=self.fs_uuid,
+            timestamp=s.timestamp,
+            deterministic=s.deterministic,
+        )
+        table = s.partition_table
+        if s.disk_size is None:
+            need = ext4.plan(self.tree, None, opts, additional_space=s.additional_space).size
+            if table == "none":
+                disk = _round_up(need, MiB)
+            else:
+                disk = _round_up(layout.min_disk_size(table, s.boot_size, need), MiB)
+        else:
+            disk = s.disk_size
+        self.disk_size = disk
+        if table != "none":
+            self.disk_layout = self._layout(disk)
+            root_off, root_size = self.disk_layout.root_offset, self.disk_layout.root_size
+        else:
+            root_off, root_size = 0, disk
+        try:
+            self.ext4_plan = ext4.plan(self.tree, root_size - root_size % BLOCK, opts)
+        except DoesNotFitError as e:
+            if s.disk_size is None:
+                raise
+            need_disk = e.needed if table == "none" else layout.min_disk_size(table, s.boot_size, e.needed)
+            raise DoesNotFitError(
+                f"diskSize (--disk-size): the root filesystem needs {e.needed} bytes; the disk", _round_up(need_disk, MiB), disk
+            ) from None
+        self.root_offset = root_off
+        if self.esp_tree is not None:
+            esp_off, esp_size = self.disk_layout.esp_offset, self.disk_layout.esp_size
+            self.esp_offset = esp_off
+            self.fat_plan = fat.plan(
+                self.esp_tree,
+                esp_size,
+                fat.FatOptions(label="ESP", volume_id=self.esp_volume_id, timestamp=s.timestamp,
+                               hidden_sectors=esp_off // 512),
+            )
+
+    def identifiers(self) -> None:
+        """Root filesystem UUID and ESP volume ID (partition GUIDs are the layout's)."""
+        s = self.spec
+        if s.root_fsuid is not None:
+            self.fs_uuid = s.root_fsuid
+        elif not s.deterministic and s.root_gpuid is None:
+            self.fs_uuid = uuid.uuid4()
+        elif s.seed is not None and s.root_gpuid is None and s.partition_table != "none":
+            # systemd-repart: the filesystem UUID comes from its partition's UUID
+            self.fs_uuid = None  # filled in by _layout once the partition UUID is known
+        else:
+            self.fs_uuid = s.root_gpuid or uuid.UUID(SEED_ROOT_GPUID)
+
+    def _layout(self, disk: int) -> Any:
+        s = self.spec
+        kwargs: dict[str, Any] = {}
+        if not s.deterministic:
+            kwargs["disk_guid"] = uuid.uuid4()
+        lay = layout.plan_layout(
+            s.partition_table,
+            disk,
+            s.boot_size,
+            root_gpuid=s.root_gpuid if (s.root_gpuid or s.seed) else uuid.UUID(SEED_ROOT_GPUID),
+            seed=s.seed,
+            **kwargs,
+        )
+        if self.fs_uuid is None:
+            self.fs_uuid = ids.repart_fs_uuid(lay.root_guid)
+        if s.has_esp:
+            # the ESP's volume ID is derived from its partition GUID as systemd-repart derives
+            # a filesystem UUID: first 4 bytes of HMAC-SHA256(partition UUID, "file-system-uuid")
+            self.esp_volume_id = ids.fat_volume_id(ids.repart_fs_uuid(lay.esp_guid))
+        return lay
+
+    def describe(self) -> None:
+        s = self.spec
+        self.summary = {
+            "image": os.path.abspath(s.output),
+            "name": s.name,
+            "format": s.format,
+            "disk_size": self.disk_size,
+            "partition_table": s.partition_table,
+            "table": self.disk_layout.to_dict() if self.disk_layout is not None else None,
+            "root": {
+                "offset": self.root_offset,
+                "size": self.ext4_plan.size,
+                "uuid": str(self.fs_uuid),
+                "label": s.effective_label,
+                "fs_type": "ext4",
+            },
+        }
+        if self.fat_plan is not None:
+            self.summary["esp"] = {
+                "offset": self.esp_offset,
+                "size": self.disk_layout.esp_size,
+                "volume_id": f"{self.esp_volume_id:08X}",
+            }
+        p = self.progress
+        table = s.partition_table if s.partition_table != "none" else "no partition table"
+        p.say(f"disk {self.disk_size:,} bytes, {table}; root ext4 {self.ext4_plan.size:,} bytes "
+              f"at {self.root_offset:,}, UUID {self.fs_uuid}")
+
+    def write_raw(self, path: str) -> None:
+        img = Image.create(path, self.disk_size)
+        try:
+            if self.disk_layout is not None:
+                layout.write_table(img, self.disk_layout)
+            if self.fat_plan is not None:
+                fat.write(self.fat_plan, img.view(self.esp_offset))
+            ext4.write(self.ext4_plan, img.view(self.root_offset), progress=self.progress.bar)
+            os.fsync(img.fd)
+        finally:
+            img.close()
+
+    def guest_stage(self, raw: str) -> None:
+        from . import guestfs
+
+        s = self.spec
+        lay = self.disk_layout
+        out = guestfs.run_in_guest(
+            raw,
+            root_part=lay.root_number if lay is not None else None,
+            esp_part=lay.esp_number if (lay is not None and s.has_esp) else None,
+            command=s.install_bootloader,
+            mem_size=s.mem_size,
+            grub_device=s.grub_device,
+            progress=self.progress.say,
+        )
+        if out:
+            log.info("bootloader stage output:\n%s", out)
+        if s.deterministic:
+            guestfs.repin_ext4(raw, self.root_offset, self.fs_uuid)
+
+    def convert(self, raw: str, final: str) -> None:
+        from . import qemu
+
+        disk_guid = self.disk_layout.disk_guid if self.disk_layout is not None and hasattr(
+            self.disk_layout, "disk_guid") and self.disk_layout.disk_guid else self.fs_uuid
+        qemu.convert(raw, final, self.spec.format, deterministic=self.spec.deterministic,
+                     disk_guid=disk_guid, timestamp=self.spec.timestamp)
+        os.unlink(raw)
+
+    def efi_vars(self) -> None:
+        s = self.spec
+        src = s.efi_variables or os.path.join(s.ovmf, "OVMF_VARS_4M.fd")
+        if not os.path.isfile(src):
+            raise UsageError(f"efiVariables (--efi-variables): {src}: no such file (install Debian's ovmf or pass the path)")
+        dst = os.path.join(self.staging, "efi-vars.fd")
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o644)
+        self.summary["efi_vars"] = os.path.join(os.path.dirname(os.path.abspath(s.output)), "efi-vars.fd")
+
+    def post_vm(self, final: str) -> None:
+        env = dict(os.environ, diskImage=final, out=self.staging)
+        r = subprocess.run(["bash", "-c", self.spec.post_vm], env=env, cwd=self.staging,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.stdout and not self.progress.quiet:
+            sys.stderr.write(r.stdout)
+        if r.returncode != 0:
+            last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "no output"
+            raise ToolError(f"postVM (--post-vm): exited with status {r.returncode}: {last}")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def raw_name(self) -> str:
+        base = os.path.basename(self.spec.output)
+        return base if self.spec.format == "raw" else f".{base}.raw"
+
+    @contextlib.contextmanager
+    def staged(self, out_dir: str) -> Iterator[None]:
+        """A staging folder ($out) beside the output; its files move into place on success."""
+        self.staging = os.path.join(out_dir, f".{os.path.basename(self.spec.output)}.pydiskimg-{os.getpid()}")
+        shutil.rmtree(self.staging, ignore_errors=True)
+        os.mkdir(self.staging)
+        try:
+            yield
+            for name in sorted(os.listdir(self.staging)):
+                os.replace(os.path.join(self.staging, name), os.path.join(out_dir, name))
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _subtree(self, tree: Tree, path: str) -> Tree:
+        node = tree.root
+        for part in os.fsencode(path.strip("/")).split(b"/"):
+            child = node.entries.get(part) if node.kind is Kind.DIR else None
+            if child is None or child.kind is not Kind.DIR:
+                raise UsageError(f"storeDir (--store-dir): {os.path.join(self.spec.root, path)} is not a folder of the tree")
+            node = child
+        return Tree(node)
+
+    def _mkdirs(self, tree: Tree, path: bytes) -> Node:
+        node = tree.root
+        for part in path.split(b"/"):
+            child = node.entries.get(part)
+            if child is None:
+                child = Node(Kind.DIR, 0o755, mtime_ns=self.spec.timestamp * 10**9)
+                node.entries[part] = child
+            elif child.kind is not Kind.DIR:
+                raise UsageError(f"root (--root): /{path.decode(errors='replace')} must be a folder")
+            node = child
+        return node
+
+    def _file_node(self, path: str) -> Node:
+        st = os.stat(path)
+        return Node(Kind.REG, 0o644, mtime_ns=self.spec.timestamp * 10**9, size=st.st_size,
+                    source=path if st.st_size else None, origin=path)
+
+
+def _round_up(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+def build(spec: ImageSpec, *, quiet: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """Build the image ``spec`` describes; returns the summary (sizes, identifiers, stage times)."""
+    return Build(spec, Progress(quiet)).run(dry_run=dry_run)

@@ -1,0 +1,266 @@
+"""ImageSpec: every parameter of make-disk-image.nix, from flags, a TOML file or Python.
+
+Validation happens here, before any work: sizes are read as the seed reads them, GUIDs strictly,
+enums against their allowed values, and the seed's own assertions become clear errors.  Every
+error names the field (its TOML key and flag) and the value.
+
+TOML keys are the .nix argument names (``diskSize``, ``partitionTableType``, ...); keys that
+make-disk-image.nix does not have use the same camelCase style (``root``, ``output``, ``esp``,
+``sourceDateEpoch``...).  :data:`FIELDS` maps each key to its flag and its Python attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import sizes
+from .errors import UsageError
+from .ids import parse_guid
+
+TABLE_TYPES = ("none", "legacy", "legacy+gpt", "efi", "hybrid")
+FORMATS = ("raw", "qcow2", "qcow2-compressed", "vdi", "vpc")
+#: file name suffix per format, as the seed names its outputs (nixos.img, nixos.qcow2, ...)
+FORMAT_SUFFIX = {"raw": "img", "qcow2": "qcow2", "qcow2-compressed": "qcow2", "vdi": "vdi", "vpc": "vhd"}
+
+SEED_ROOT_GPUID = "F222513B-DED1-49FA-B591-20CE86A2FE7F"
+OVMF_DIR = "/usr/share/OVMF"
+
+
+@dataclass
+class ImageSpec:
+    """Every input of one image build.  Build one with :func:`load` (flags and/or TOML)."""
+
+    root: str = ""
+    output: str = ""
+    name: str = "nixos-disk-image"
+    disk_size: int | None = None  # None = auto
+    additional_space: int = 512 * 1024 * 1024
+    boot_size: str = "256M"  # parted's reading happens in the layout
+    contents: list[dict[str, Any]] = field(default_factory=list)
+    partition_table: str = "legacy"
+    install_bootloader: str | None = None
+    touch_efi_vars: bool = False
+    ovmf: str = OVMF_DIR
+    efi_firmware: str | None = None
+    efi_variables: str | None = None
+    fs_type: str = "ext4"
+    label: str | None = None  # None: "nixos", or "nix-store" when only_nix_store
+    config_file: str | None = None
+    post_vm: str = ""
+    mem_size: int = 1024
+    only_nix_store: bool = False
+    store_dir: str = "nix/store"
+    format: str = "raw"
+    deterministic: bool = True
+    root_gpuid: uuid.UUID | None = None  # None: the seed's default (or derived from `seed`)
+    root_fsuid: uuid.UUID | None = None  # None: root_gpuid
+    esp: str | None = None
+    seed: uuid.UUID | None = None
+    source_date_epoch: int | None = None
+    clamp_mtime: bool = False
+    all_root: bool = False
+    grub_device: str | None = None
+
+    @property
+    def effective_label(self) -> str:
+        if self.label is not None:
+            return self.label
+        return "nix-store" if self.only_nix_store else "nixos"
+
+    @property
+    def timestamp(self) -> int:
+        """Filesystem-level times: SOURCE_DATE_EPOCH, or 0 when unset."""
+        return self.source_date_epoch or 0
+
+    @property
+    def has_esp(self) -> bool:
+        return self.partition_table in ("efi", "hybrid")
+
+
+# key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path
+FIELDS: dict[str, tuple[str, str, str, str]] = {
+    "root": ("root", "--root", "path", "the staged root tree (folder)"),
+    "output": ("output", "-o/--output", "str", "the image file to write"),
+    "name": ("name", "--name", "str", "without -o, the image goes to NAME/nixos.img (.qcow2, .vdi, .vhd) as in the seed's $out"),
+    "diskSize": ("disk_size", "--disk-size", "disksize", "'auto' or a size as `truncate -s` reads it; a bare integer is MiB"),
+    "additionalSpace": ("additional_space", "--additional-space", "size", "room added to an auto-sized disk (binary units)"),
+    "bootSize": ("boot_size", "--boot-size", "str", "where the ESP ends, as parted reads it (256M = 256 MB, snapped to 1 MiB)"),
+    "contents": ("contents", "--contents", "contents", "JSON file (or TOML list) of {source, target, mode, user, group}"),
+    "partitionTableType": ("partition_table", "--partition-table", "enum", "none, legacy, legacy+gpt, efi or hybrid"),
+    "installBootLoader": ("install_bootloader", "--install-bootloader", "str", "command run chrooted in the image by libguestfs's appliance"),
+    "touchEFIVars": ("touch_efi_vars", "--touch-efi-vars", "bool", "write efi-vars.fd beside the image"),
+    "OVMF": ("ovmf", "--ovmf", "path", "OVMF folder (Debian: /usr/share/OVMF)"),
+    "efiFirmware": ("efi_firmware", "--efi-firmware", "path", "OVMF code file (default OVMF/OVMF_CODE_4M.fd)"),
+    "efiVariables": ("efi_variables", "--efi-variables", "path", "OVMF variables file copied to efi-vars.fd (default OVMF/OVMF_VARS_4M.fd)"),
+    "fsType": ("fs_type", "--fs-type", "str", "root filesystem type: ext4"),
+    "label": ("label", "--label", "str", "root filesystem label (default nixos, nix-store with onlyNixStore)"),
+    "configFile": ("config_file", "--config-file", "path", "copied to /etc/nixos/configuration.nix"),
+    "postVM": ("post_vm", "--post-vm", "str", "shell command run at the end with $diskImage and $out set"),
+    "memSize": ("mem_size", "--mem-size", "int", "memory (MiB) of the bootloader stage's appliance"),
+    "onlyNixStore": ("only_nix_store", "--only-nix-store", "bool", "the image holds only the tree's store folder, at its root"),
+    "storeDir": ("store_dir", "--store-dir", "str", "the store folder inside the tree for onlyNixStore (default nix/store)"),
+    "format": ("format", "--format", "enum", "raw, qcow2, qcow2-compressed, vdi or vpc"),
+    "deterministic": ("deterministic", "--no-deterministic", "bool", "pin identifiers and times (default true)"),
+    "rootGPUID": ("root_gpuid", "--root-gpuid", "guid", "GPT unique GUID of the root partition"),
+    "rootFSUID": ("root_fsuid", "--root-fsuid", "guid", "root filesystem UUID (default rootGPUID)"),
+    "esp": ("esp", "--esp", "path", "tree copied into the ESP (efi and hybrid)"),
+    "seed": ("seed", "--seed", "guid", "derive every identifier from this UUID as systemd-repart does"),
+    "sourceDateEpoch": ("source_date_epoch", "--source-date-epoch", "int", "filesystem times (default $SOURCE_DATE_EPOCH, else 0)"),
+    "clampMtime": ("clamp_mtime", "--clamp-mtime", "bool", "clamp file mtimes to sourceDateEpoch"),
+    "allRoot": ("all_root", "--all-root", "bool", "make every file owned by root (trees staged by an unprivileged user)"),
+    "grubDevice": ("grub_device", "--grub-device", "str", "the seed's boot.loader.grub.device link made during the bootloader stage"),
+}
+
+#: make-disk-image.nix arguments that only make sense inside Nix, and what to do instead
+NIX_ONLY = {
+    "config": "stage the system into the root tree first (e.g. nixos-install --root DIR), then pass --root DIR",
+    "copyChannel": "copy the channel into the root tree before building",
+    "additionalPaths": "copy the paths into the root tree's nix/store (nix copy --to DIR) before building",
+    "pkgs": "not needed: pydiskimg uses the tools on the PATH",
+    "lib": "not needed",
+}
+
+_ENUMS = {"partitionTableType": TABLE_TYPES, "format": FORMATS}
+
+
+def _where(key: str) -> str:
+    return f"{key} ({FIELDS[key][1]})"
+
+
+def _convert(key: str, value: Any, base_dir: str) -> Any:
+    attr, flag, kind, _ = FIELDS[key]
+    where = _where(key)
+    if kind in ("str", "enum"):
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: expected a string, got {value!r}")
+        if kind == "enum" and value not in _ENUMS[key]:
+            raise UsageError(f"{where}: {value!r} is not one of {', '.join(_ENUMS[key])}")
+        return value
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{where}: expected a path, got {value!r}")
+        return os.path.join(base_dir, value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind == "size":
+        return sizes.parse_iec(str(value), where)
+    if kind == "disksize":
+        if value == "auto":
+            return None
+        return sizes.parse_disk_size(str(value), where)
+    if kind == "guid":
+        return parse_guid(value, where)
+    if kind == "contents":
+        if isinstance(value, str):
+            from .contents import load_contents_json
+
+            path = os.path.join(base_dir, value)
+            base_dir, value = os.path.dirname(os.path.abspath(path)), load_contents_json(path)
+        if isinstance(value, list):
+            # relative sources are relative to the file that lists them
+            return [
+                {**e, "source": os.path.join(base_dir, e["source"])}
+                if isinstance(e, dict) and isinstance(e.get("source"), str) else e
+                for e in value
+            ]
+        raise UsageError(f"{where}: expected a JSON file path or a list, got {value!r}")
+    raise AssertionError(kind)
+
+
+def load(toml_path: str | None = None, overrides: dict[str, Any] | None = None) -> ImageSpec:
+    """Build a validated ImageSpec from a TOML file (keys as in :data:`FIELDS`) and overrides.
+
+    Overrides (from flags) win over the file.  Relative paths in the file are relative to the
+    file's own folder, so a spec builds the same image from any working directory; relative
+    paths given as flags are relative to the working directory, as in any shell command.
+    """
+    raw: dict[str, Any] = {}
+    if toml_path is not None:
+        try:
+            with open(toml_path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"{toml_path}: no such file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{toml_path}: not valid TOML: {e}") from None
+        for key in raw:
+            if key in NIX_ONLY:
+                raise UsageError(f"{toml_path}: key {key!r} only makes sense inside Nix: {NIX_ONLY[key]}")
+            if key not in FIELDS:
+                raise UsageError(f"{toml_path}: unknown key {key!r} (known keys: {', '.join(FIELDS)})")
+    base = os.path.dirname(os.path.abspath(toml_path)) if toml_path else ""
+    values = {k: (v, base) for k, v in raw.items()}
+    values.update({k: (v, "") for k, v in (overrides or {}).items() if v is not None})
+    spec = ImageSpec()
+    for key, (value, base_dir) in values.items():
+        setattr(spec, FIELDS[key][0], _convert(key, value, base_dir))
+    if "sourceDateEpoch" not in raw and os.environ.get("SOURCE_DATE_EPOCH"):
+        spec.source_date_epoch = _convert("sourceDateEpoch", os.environ["SOURCE_DATE_EPOCH"], "")
+    validate(spec)
+    return spec
+
+
+def validate(spec: ImageSpec) -> None:
+    """The seed's assertions and ours, as one-line errors naming the field."""
+    if not spec.root:
+        raise UsageError("root (--root): the staged root tree is required")
+    if not os.path.isdir(spec.root):
+        raise UsageError(f"root (--root): {spec.root}: not a folder")
+    if not spec.output:
+        # the seed's $out is a folder named `name` holding nixos.<suffix>
+        spec.output = os.path.join(spec.name, f"nixos.{FORMAT_SUFFIX[spec.format]}")
+    if spec.fs_type != "ext4":
+        raise UsageError(f"fsType (--fs-type): {spec.fs_type!r} is not supported: only ext4 is")
+    if spec.partition_table not in TABLE_TYPES:
+        raise UsageError(f"{_where('partitionTableType')}: {spec.partition_table!r} is not one of {', '.join(TABLE_TYPES)}")
+    if spec.touch_efi_vars and spec.partition_table not in ("hybrid", "efi", "legacy+gpt"):
+        raise UsageError(
+            "touchEFIVars (--touch-efi-vars): EFI variables can be used only with a partition "
+            f"table of type hybrid, efi or legacy+gpt, not {spec.partition_table!r}"
+        )
+    if spec.only_nix_store and (spec.contents or spec.config_file or spec.install_bootloader):
+        raise UsageError(
+            "onlyNixStore (--only-nix-store): in a store-only image, contents must be empty, no "
+            "configFile may be given and no bootloader installed"
+        )
+    if spec.esp is not None and not spec.has_esp:
+        raise UsageError(f"esp (--esp): partition table {spec.partition_table!r} has no ESP (use efi or hybrid)")
+    if spec.esp is not None and not os.path.isdir(spec.esp):
+        raise UsageError(f"esp (--esp): {spec.esp}: not a folder")
+    if spec.config_file is not None and not os.path.isfile(spec.config_file):
+        raise UsageError(f"configFile (--config-file): {spec.config_file}: not a file")
+    if spec.mem_size < 256:
+        raise UsageError(f"memSize (--mem-size): {spec.mem_size} MiB is too little for the appliance (>= 256)")
+    if spec.source_date_epoch is not None and spec.source_date_epoch < 0:
+        raise UsageError(f"sourceDateEpoch (--source-date-epoch): {spec.source_date_epoch} is negative")
+    if spec.clamp_mtime and spec.source_date_epoch is None:
+        raise UsageError("clampMtime (--clamp-mtime): needs sourceDateEpoch (--source-date-epoch or $SOURCE_DATE_EPOCH)")
+    for i, entry in enumerate(spec.contents):
+        if not isinstance(entry, dict):
+            raise UsageError(f"contents[{i}]: expected an object with source and target, got {entry!r}")
+        if ("user" in entry) != ("group" in entry):
+            raise UsageError(
+                f"contents[{i}]: set none of user and group or both at the same time (target {entry.get('target')!r})"
+            )
+
+
+def as_dict(spec: ImageSpec) -> dict[str, Any]:
+    """The spec as JSON-ready data, for --json summaries and the plan printout."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        out[f.name] = str(v) if isinstance(v, uuid.UUID) else v
+    return out
