@@ -18,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import sizes
 from .errors import UsageError
 from .ids import parse_guid
 
@@ -155,6 +154,8 @@ def _convert(key: str, value: Any, base_dir: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise UsageError(f"{where}: expected an integer, got {value!r}")
         return value
+    from . import sizes
+
     if kind == "size":
         return sizes.parse_iec(str(value), where)
     if kind == "disksize":
