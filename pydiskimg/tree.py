@@ -6,14 +6,19 @@ several names (``Dir.entries`` of different folders, or the same folder).  Names
 where its data is (``source``) and which byte ranges hold data (``segments``, from
 SEEK_DATA/SEEK_HOLE), so planners know every block count up front.
 
-Scanning (``scan``), grafting ``contents`` and resolving owner names live further down in this
-module; format writers only read the model.
+Scanning (``scan``) lives further down in this module; grafting ``contents`` and resolving
+owner names are in :mod:`pydiskimg.contents`; format writers only read the model.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
+
+from .errors import SourceError, UsageError
 
 
 class Kind(enum.IntEnum):
@@ -97,3 +102,263 @@ class Tree:
                 if n.kind is Kind.DIR:
                     stack.append((prefix + b"/" + name, n))
         return out
+
+    def unique_nodes(self) -> list[Node]:
+        """Every inode once (a hardlinked node once, at its first name in :meth:`walk`)."""
+        seen: set[int] = set()
+        out: list[Node] = []
+        for _, n in self.walk():
+            if id(n) not in seen:
+                seen.add(id(n))
+                out.append(n)
+        return out
+
+    def count(self) -> int:
+        """Number of distinct inodes in the tree (root included)."""
+        return len(self.unique_nodes())
+
+    def lookup(self, path: bytes | str) -> Node | None:
+        """The node at ``path`` (absolute in the tree, ``/`` separated), not following
+        symlinks, or None."""
+        if isinstance(path, str):
+            path = os.fsencode(path)
+        node = self.root
+        for part in path.split(b"/"):
+            if part in (b"", b"."):
+                continue
+            if node.kind is not Kind.DIR:
+                return None
+            nxt = node.entries.get(part)
+            if nxt is None:
+                return None
+            node = nxt
+        return node
+
+
+# --------------------------------------------------------------------------------------------
+# Scanning a source folder
+# --------------------------------------------------------------------------------------------
+
+#: POSIX name limit of ext4 directory entries
+NAME_MAX = 255
+
+_KIND_OF_FMT = {
+    stat.S_IFREG: Kind.REG,
+    stat.S_IFDIR: Kind.DIR,
+    stat.S_IFCHR: Kind.CHR,
+    stat.S_IFBLK: Kind.BLK,
+    stat.S_IFIFO: Kind.FIFO,
+    stat.S_IFSOCK: Kind.SOCK,
+    stat.S_IFLNK: Kind.SYMLINK,
+}
+
+
+def _xattrs(path: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """All extended attributes of ``path`` (not following a symlink), sorted by name."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            return ()
+        raise SourceError(f"{os.fsdecode(path)}: cannot list extended attributes: {e.strerror}") from None
+    if not names:
+        return ()
+    out = []
+    for name in names:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError as e:
+            if e.errno == errno.ENODATA:  # removed between the two calls
+                continue
+            raise SourceError(
+                f"{os.fsdecode(path)}: cannot read extended attribute {name}: {e.strerror}"
+            ) from None
+        out.append((os.fsencode(name), value))
+    out.sort()
+    return tuple(out)
+
+
+def data_segments_of(path: str | bytes, size: int) -> tuple[tuple[int, int], ...]:
+    """The data ranges of a file as SEEK_DATA/SEEK_HOLE report them (offset, length)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as e:
+        raise SourceError(f"{os.fsdecode(path)}: cannot open: {e.strerror}") from None
+    try:
+        segs: list[tuple[int, int]] = []
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # only a hole up to the end
+                    break
+                raise
+            if start >= size:
+                break
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+            segs.append((start, end - start))
+            pos = end
+        return tuple(segs)
+    except OSError as e:
+        raise SourceError(f"{os.fsdecode(path)}: cannot map holes: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _entry_name(e: os.DirEntry[bytes]) -> bytes:
+    return e.name
+
+
+class _Scanner:
+    """One scan: options plus the (st_dev, st_ino) -> Node map for hardlinks."""
+
+    def __init__(self, all_root: bool, clamp_mtime: int | None, deterministic: bool) -> None:
+        self.all_root = all_root
+        self.clamp_ns = None if clamp_mtime is None else clamp_mtime * 1_000_000_000
+        self.deterministic = deterministic
+        self.links: dict[tuple[int, int], Node] = {}
+        # root reads everything: skip the access() call per file
+        self.check_access = os.geteuid() != 0
+
+    def node(self, path: bytes, st: os.stat_result) -> Node:
+        """A new Node for ``path`` from its lstat result (a DIR comes back without entries),
+        or the node already made for another name of the same inode."""
+        fmt = stat.S_IFMT(st.st_mode)
+        kind = _KIND_OF_FMT.get(fmt)
+        if kind is None:
+            raise SourceError(f"{os.fsdecode(path)}: unsupported file type {fmt:#o}")
+        if st.st_nlink > 1 and kind is not Kind.DIR:
+            key = (st.st_dev, st.st_ino)
+            prev = self.links.get(key)
+            if prev is not None:
+                return prev
+        else:
+            key = None
+        mtime = st.st_mtime_ns
+        if self.clamp_ns is not None and mtime > self.clamp_ns:
+            mtime = self.clamp_ns
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            names = None  # let _xattrs() report it or decide it is unsupported
+        n = Node(
+            kind,
+            st.st_mode & 0o7777,
+            0 if self.all_root else st.st_uid,
+            0 if self.all_root else st.st_gid,
+            mtime,
+            None if self.deterministic else st.st_atime_ns,
+            None if self.deterministic else st.st_ctime_ns,
+            None,
+            _xattrs(path) if names or names is None else (),
+            origin=os.fsdecode(path),
+        )
+        if kind is Kind.REG:
+            n.size = size = st.st_size
+            if size:
+                n.source = n.origin
+                if self.check_access and not os.access(path, os.R_OK):
+                    raise SourceError(f"{n.origin}: cannot read: permission denied")
+                if st.st_blocks * 512 < size:
+                    n.segments = data_segments_of(path, size)
+        elif kind is Kind.SYMLINK:
+            try:
+                n.target = os.readlink(path)
+            except OSError as e:
+                raise SourceError(f"{n.origin}: cannot read symlink: {e.strerror}") from None
+            n.size = len(n.target)
+        elif kind is Kind.CHR or kind is Kind.BLK:
+            n.rdev_major = os.major(st.st_rdev)
+            n.rdev_minor = os.minor(st.st_rdev)
+        if key is not None:
+            self.links[key] = n
+        return n
+
+    def fill(self, top_path: bytes, top: Node) -> None:
+        """Scan the folder ``top_path`` into the (empty) DIR node ``top``, recursively."""
+        stack = [(top_path, top)]
+        while stack:
+            dpath, dnode = stack.pop()
+            try:
+                with os.scandir(dpath) as it:
+                    items = sorted(it, key=_entry_name)
+                for e in items:
+                    name = e.name
+                    if len(name) > NAME_MAX:
+                        raise SourceError(
+                            f"{os.fsdecode(e.path)}: name is {len(name)} bytes long, "
+                            f"ext4 allows at most {NAME_MAX}"
+                        )
+                    child = self.node(e.path, e.stat(follow_symlinks=False))
+                    dnode.entries[name] = child
+                    if child.kind is Kind.DIR:
+                        stack.append((e.path, child))
+            except FileNotFoundError:
+                raise SourceError(f"{os.fsdecode(dpath)}: vanished while scanning") from None
+            except PermissionError:
+                raise SourceError(f"{os.fsdecode(dpath)}: cannot read folder: permission denied") from None
+            except NotADirectoryError:
+                raise SourceError(f"{os.fsdecode(dpath)}: changed while scanning") from None
+            except OSError as e:
+                if isinstance(e, SourceError):
+                    raise
+                raise SourceError(f"{os.fsdecode(e.filename or dpath)}: {e.strerror}") from None
+
+
+def scan_path(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    all_root: bool = False,
+    clamp_mtime: int | None = None,
+    deterministic: bool = True,
+    follow_top_symlink: bool = False,
+) -> Node:
+    """Scan one source path of any type into a :class:`Node` (a folder with everything below).
+
+    ``follow_top_symlink`` reads ``path`` itself through a symlink (as ``rsync src/`` does);
+    nothing below it is ever followed.  Hardlinks are detected within this one scan.
+    """
+    p = os.fsencode(path)
+    sc = _Scanner(all_root, clamp_mtime, deterministic)
+    try:
+        st = os.stat(p) if follow_top_symlink else os.lstat(p)
+    except FileNotFoundError:
+        raise SourceError(f"{os.fsdecode(p)}: no such file or folder") from None
+    except OSError as e:
+        raise SourceError(f"{os.fsdecode(p)}: cannot read: {e.strerror}") from None
+    node = sc.node(p, st)
+    if node.kind is Kind.DIR:
+        sc.fill(p, node)
+    return node
+
+
+def scan(
+    root: str | os.PathLike[str],
+    *,
+    all_root: bool = False,
+    clamp_mtime: int | None = None,
+    deterministic: bool = True,
+) -> Tree:
+    """Read the folder ``root`` into a :class:`Tree` (metadata only; data stays in place).
+
+    One ``scandir`` per folder and one ``lstat`` per entry; symlinks are never followed
+    (``root`` itself may be a symlink to a folder).  Hardlinks (same ``st_dev``/``st_ino``)
+    become one shared :class:`Node`.  ``all_root`` makes every owner 0:0; ``clamp_mtime``
+    (seconds) clamps later mtimes to it; in ``deterministic`` mode atime/ctime/crtime are left
+    ``None`` for the writers to derive from mtime.  Holes are mapped with SEEK_DATA/SEEK_HOLE,
+    only for files whose allocated size is below their length.
+
+    Raises :class:`~pydiskimg.errors.SourceError` naming the path for an unreadable folder or
+    file, a vanished entry or a name longer than 255 bytes.
+    """
+    node = scan_path(
+        root,
+        all_root=all_root,
+        clamp_mtime=clamp_mtime,
+        deterministic=deterministic,
+        follow_top_symlink=True,
+    )
+    if node.kind is not Kind.DIR:
+        raise UsageError(f"{os.fspath(root)}: not a folder")
+    return Tree(node)
