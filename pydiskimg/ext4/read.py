@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import construct as S  # noqa: N812  (the scalar classes)
 import crcmod
 import numpy as np
 
 from ..errors import ChecksumError, Ext4Error
+from . import structs as _structs
 
 log = logging.getLogger(__name__)
 
@@ -73,70 +75,21 @@ FEATURE_NAMES: dict[str, dict[int, str]] = {
 XATTR_PREFIXES = {1: "user.", 2: "system.posix_acl_access", 3: "system.posix_acl_default",
                   4: "trusted.", 6: "security.", 7: "system.", 8: "system.richacl"}
 
-# -- record layouts: (name, struct code) in on-disk order, little-endian -----------------------
-# (declared here as (name, format) tables so the audit code can also map a byte offset back to
-# a field name; see :func:`field_at`.)
-SUPERBLOCK_FIELDS: list[tuple[str, str]] = [
-    ("s_inodes_count", "I"), ("s_blocks_count_lo", "I"), ("s_r_blocks_count_lo", "I"),
-    ("s_free_blocks_count_lo", "I"), ("s_free_inodes_count", "I"), ("s_first_data_block", "I"),
-    ("s_log_block_size", "I"), ("s_log_cluster_size", "I"), ("s_blocks_per_group", "I"),
-    ("s_clusters_per_group", "I"), ("s_inodes_per_group", "I"), ("s_mtime", "I"),
-    ("s_wtime", "I"), ("s_mnt_count", "H"), ("s_max_mnt_count", "h"), ("s_magic", "H"),
-    ("s_state", "H"), ("s_errors", "H"), ("s_minor_rev_level", "H"), ("s_lastcheck", "I"),
-    ("s_checkinterval", "I"), ("s_creator_os", "I"), ("s_rev_level", "I"),
-    ("s_def_resuid", "H"), ("s_def_resgid", "H"), ("s_first_ino", "I"), ("s_inode_size", "H"),
-    ("s_block_group_nr", "H"), ("s_feature_compat", "I"), ("s_feature_incompat", "I"),
-    ("s_feature_ro_compat", "I"), ("s_uuid", "16s"), ("s_volume_name", "16s"),
-    ("s_last_mounted", "64s"), ("s_algorithm_usage_bitmap", "I"), ("s_prealloc_blocks", "B"),
-    ("s_prealloc_dir_blocks", "B"), ("s_reserved_gdt_blocks", "H"), ("s_journal_uuid", "16s"),
-    ("s_journal_inum", "I"), ("s_journal_dev", "I"), ("s_last_orphan", "I"),
-    ("s_hash_seed", "16s"), ("s_def_hash_version", "B"), ("s_jnl_backup_type", "B"),
-    ("s_desc_size", "H"), ("s_default_mount_opts", "I"), ("s_first_meta_bg", "I"),
-    ("s_mkfs_time", "I"), ("s_jnl_blocks", "68s"), ("s_blocks_count_hi", "I"),
-    ("s_r_blocks_count_hi", "I"), ("s_free_blocks_count_hi", "I"), ("s_min_extra_isize", "H"),
-    ("s_want_extra_isize", "H"), ("s_flags", "I"), ("s_raid_stride", "H"),
-    ("s_mmp_interval", "H"), ("s_mmp_block", "Q"), ("s_raid_stripe_width", "I"),
-    ("s_log_groups_per_flex", "B"), ("s_checksum_type", "B"), ("s_encryption_level", "B"),
-    ("s_reserved_pad", "B"), ("s_kbytes_written", "Q"), ("s_snapshot_inum", "I"),
-    ("s_snapshot_id", "I"), ("s_snapshot_r_blocks_count", "Q"), ("s_snapshot_list", "I"),
-    ("s_error_count", "I"), ("s_first_error_time", "I"), ("s_first_error_ino", "I"),
-    ("s_first_error_block", "Q"), ("s_first_error_func", "32s"), ("s_first_error_line", "I"),
-    ("s_last_error_time", "I"), ("s_last_error_ino", "I"), ("s_last_error_line", "I"),
-    ("s_last_error_block", "Q"), ("s_last_error_func", "32s"), ("s_mount_opts", "64s"),
-    ("s_usr_quota_inum", "I"), ("s_grp_quota_inum", "I"), ("s_overhead_clusters", "I"),
-    ("s_backup_bgs", "8s"), ("s_encrypt_algos", "4s"), ("s_encrypt_pw_salt", "16s"),
-    ("s_lpf_ino", "I"), ("s_prj_quota_inum", "I"), ("s_checksum_seed", "I"),
-    ("s_wtime_hi", "B"), ("s_mtime_hi", "B"), ("s_mkfs_time_hi", "B"), ("s_lastcheck_hi", "B"),
-    ("s_first_error_time_hi", "B"), ("s_last_error_time_hi", "B"),
-    ("s_first_error_errcode", "B"), ("s_last_error_errcode", "B"), ("s_encoding", "H"),
-    ("s_encoding_flags", "H"), ("s_orphan_file_inum", "I"), ("s_reserved", "376s"),
-    ("s_checksum", "I"),
-]
-
-GROUP_DESC_FIELDS: list[tuple[str, str]] = [
-    ("bg_block_bitmap_lo", "I"), ("bg_inode_bitmap_lo", "I"), ("bg_inode_table_lo", "I"),
-    ("bg_free_blocks_count_lo", "H"), ("bg_free_inodes_count_lo", "H"),
-    ("bg_used_dirs_count_lo", "H"), ("bg_flags", "H"), ("bg_exclude_bitmap_lo", "I"),
-    ("bg_block_bitmap_csum_lo", "H"), ("bg_inode_bitmap_csum_lo", "H"),
-    ("bg_itable_unused_lo", "H"), ("bg_checksum", "H"), ("bg_block_bitmap_hi", "I"),
-    ("bg_inode_bitmap_hi", "I"), ("bg_inode_table_hi", "I"), ("bg_free_blocks_count_hi", "H"),
-    ("bg_free_inodes_count_hi", "H"), ("bg_used_dirs_count_hi", "H"),
-    ("bg_itable_unused_hi", "H"), ("bg_exclude_bitmap_hi", "I"),
-    ("bg_block_bitmap_csum_hi", "H"), ("bg_inode_bitmap_csum_hi", "H"), ("bg_reserved", "I"),
-]
-
-INODE_FIELDS: list[tuple[str, str]] = [
-    ("i_mode", "H"), ("i_uid", "H"), ("i_size_lo", "I"), ("i_atime", "I"), ("i_ctime", "I"),
-    ("i_mtime", "I"), ("i_dtime", "I"), ("i_gid", "H"), ("i_links_count", "H"),
-    ("i_blocks_lo", "I"), ("i_flags", "I"), ("l_i_version", "I"), ("i_block", "60s"),
-    ("i_generation", "I"), ("i_file_acl_lo", "I"), ("i_size_high", "I"), ("i_obso_faddr", "I"),
-    ("l_i_blocks_high", "H"), ("l_i_file_acl_high", "H"), ("l_i_uid_high", "H"),
-    ("l_i_gid_high", "H"), ("l_i_checksum_lo", "H"), ("l_i_reserved", "H"),
-    ("i_extra_isize", "H"), ("i_checksum_hi", "H"), ("i_ctime_extra", "I"),
-    ("i_mtime_extra", "I"), ("i_atime_extra", "I"), ("i_crtime", "I"), ("i_crtime_extra", "I"),
-    ("i_version_hi", "I"), ("i_projid", "I"),
-]
-INODE_BASE_SIZE = 128  # fields up to l_i_reserved
+# -- record layouts -----------------------------------------------------------------------
+# Every structure is declared once, in :mod:`pydiskimg.ext4.structs` (construct, used by the
+# writer).  For reading hostile images field by field, each declaration is turned here into a
+# ``struct`` format and a (name, offset, size) table; arrays are kept as raw bytes.  The audit
+# code also maps a byte offset back to a field name with these tables (:func:`field_at`).
+def _fields_of(decl: Any) -> list[tuple[str, str]]:
+    """(name, struct code) of each field of a construct declaration, in order."""
+    out = []
+    for sc in decl.subcons:
+        sub = sc.subcon
+        code = _CODES.get(sub)
+        if code is None:
+            code = f"{sc.sizeof()}s"  # Bytes(n), Array(n, ...): raw bytes
+        out.append((sc.name, code))
+    return out
 
 
 def _layout(fields: list[tuple[str, str]]) -> tuple[struct.Struct, list[tuple[str, int, int]]]:
@@ -150,6 +103,11 @@ def _layout(fields: list[tuple[str, str]]) -> tuple[struct.Struct, list[tuple[st
     return struct.Struct(fmt), offs
 
 
+_CODES = {S.Int8ul: "B", S.Int16ul: "H", S.Int16sl: "h", S.Int32ul: "I", S.Int64ul: "Q"}
+SUPERBLOCK_FIELDS = _fields_of(_structs.ext4_super_block)
+GROUP_DESC_FIELDS = _fields_of(_structs.ext4_group_desc)
+#: the inode's fixed fields (the in-inode xattr area that follows is parsed separately)
+INODE_FIELDS = [f for f in _fields_of(_structs.ext4_inode) if f[0] != "i_xattr"]
 _SB, SUPERBLOCK_LAYOUT = _layout(SUPERBLOCK_FIELDS)
 _GD, GROUP_DESC_LAYOUT = _layout(GROUP_DESC_FIELDS)
 _INO, INODE_LAYOUT = _layout(INODE_FIELDS)
@@ -841,7 +799,7 @@ class Ext4:
         """The filesystem summary ``inspect`` prints (dumpe2fs -h's main fields)."""
         sb = self.sb
         free_blocks = sb["s_free_blocks_count_lo"] | (
-            (sb["s_free_blocks_count_hi"] << 32) if self.is64 else 0)
+            (sb["s_free_blocks_hi"] << 32) if self.is64 else 0)
         r_blocks = sb["s_r_blocks_count_lo"] | ((sb["s_r_blocks_count_hi"] << 32) if self.is64 else 0)
 
         def t(name: str) -> int:
