@@ -1,0 +1,338 @@
+"""Directory contents as on-disk bytes: one linear block, or a hash-indexed (htree) directory.
+
+Pure and I/O-free: the output depends only on the entries, the directory's own inode number,
+generation and parent, the checksum seed and the hash seed — never on physical block numbers
+(htree indexes use logical block numbers), so directories can be built at planning time.
+
+Layout of an htree directory made by :func:`build_dir` (logical blocks):
+
+* block 0: ``dx_root`` ("." and "..", ``dx_root_info``, index entries, ``dx_tail``);
+* with ``indirect_levels`` 1 only: blocks 1..K: ``dx_node`` blocks;
+* then the leaves: ordinary dirent blocks with checksum tails, entries sorted by
+  (major hash, minor hash, name), filled as full as they go.  A leaf that starts in the middle
+  of a run of equal major hashes gets bit 0 set in its index hash (the kernel's collision
+  flag), so lookups continue from the previous leaf.
+
+The inode of an indexed directory must carry ``EXT4_INDEX_FL`` (0x1000): see
+:attr:`DirData.indexed`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InternalError, UsageError
+from .csum import crc32c_raw, inode_seed
+from .dirhash import dx_hash_many
+from .records_structs import (
+    DIRENT_FMT,
+    DIRENT_TAIL_FMT,
+    DX_ROOT_HEAD_FMT,
+    EXT4_FT_DIR_CSUM,
+)
+
+EXT4_INDEX_FL = 0x1000
+FT_DIR = 2
+TAIL_SIZE = 12
+DX_ROOT_COUNT_OFFSET = 0x20
+DX_NODE_COUNT_OFFSET = 0x08
+#: Without the largedir feature an htree has at most one level of dx_nodes.
+MAX_INDIRECT_LEVELS = 1
+
+_DIRENT = struct.Struct(DIRENT_FMT)
+_TAIL = struct.Struct(DIRENT_TAIL_FMT)
+_DX_ROOT_HEAD = struct.Struct(DX_ROOT_HEAD_FMT)
+_CL = struct.Struct("<HH")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class DirData:
+    """A directory's contents: ``data`` is ``nblocks * block_size`` bytes (logical blocks 0..);
+    ``indexed`` means htree, so the inode needs ``EXT4_INDEX_FL``."""
+
+    data: bytes
+    indexed: bool
+    block_size: int
+
+    @property
+    def nblocks(self) -> int:
+        """Number of directory blocks (the directory's ``i_size`` is ``nblocks * block_size``)."""
+        return len(self.data) // self.block_size
+
+    @property
+    def flags(self) -> int:
+        """The ``i_flags`` bits this directory needs: ``EXT4_INDEX_FL`` or 0."""
+        return EXT4_INDEX_FL if self.indexed else 0
+
+
+def rec_len_for(name_len: int) -> int:
+    """Minimum ``rec_len`` of an entry with a name of ``name_len`` bytes."""
+    return (8 + name_len + 3) & ~3
+
+
+def dx_root_limit(block_size: int) -> int:
+    """dx_entry slots in a dx_root with metadata_csum (507 at 4 KiB)."""
+    return (block_size - DX_ROOT_COUNT_OFFSET - 8) // 8
+
+
+def dx_node_limit(block_size: int) -> int:
+    """dx_entry slots in a dx_node with metadata_csum (510 at 4 KiB)."""
+    return (block_size - DX_NODE_COUNT_OFFSET - 8) // 8
+
+
+def _validate(entries: Sequence[tuple[bytes, int, int]]) -> None:
+    seen: set[bytes] = set()
+    for name, ino, ft in entries:
+        if not 1 <= len(name) <= 255:
+            raise UsageError(
+                f"directory entry {name[:64]!r}...: name is {len(name)} bytes, expected 1 to 255"
+                if name
+                else "directory entry: empty name"
+            )
+        if b"/" in name or b"\0" in name or name in (b".", b".."):
+            raise UsageError(f"directory entry {name!r}: not a valid file name")
+        if not 1 <= ft <= 7:
+            raise UsageError(f"directory entry {name!r}: file_type {ft}, expected 1..7")
+        if not 0 < ino < 1 << 32:
+            raise UsageError(f"directory entry {name!r}: inode number {ino} out of range")
+        if name in seen:
+            raise UsageError(f"directory entry {name!r}: duplicate name")
+        seen.add(name)
+
+
+def _linear_fits(entries: Sequence[tuple[bytes, int, int]], block_size: int) -> bool:
+    room = block_size - TAIL_SIZE - 24
+    total = 0
+    for name, _ino, _ft in entries:
+        total += (len(name) + 11) & ~3
+        if total > room:
+            return False
+    return True
+
+
+@dataclass
+class _Plan:
+    order: list[int]  # entries in hash order (indexes into the name-sorted list)
+    hashes: np.ndarray  # major hash per entry (hash order)
+    leaf_starts: list[int]  # index into order where each leaf starts
+    leaf_hash: list[int]  # index hash of each leaf (collision bit included)
+    nodes: list[tuple[int, int]]  # (first leaf, leaf count) per dx_node; [] for 1 level
+
+
+def _plan_htree(
+    names: list[bytes],
+    block_size: int,
+    hash_seed_words: Sequence[int],
+    hash_version: int,
+    hash_unsigned: bool,
+) -> _Plan:
+    major, minor = dx_hash_many(names, hash_version, hash_seed_words, hash_unsigned)
+    # names are sorted, so a stable sort on (major, minor) ends with the name as tie-break
+    order = np.lexsort((minor, major)).tolist()
+    hs = major[order]
+    cap = block_size - TAIL_SIZE
+    leaf_starts: list[int] = []
+    used = cap
+    for i, k in enumerate(order):
+        rl = (len(names[k]) + 11) & ~3
+        if used + rl > cap:
+            leaf_starts.append(i)
+            used = 0
+        used += rl
+    hl = hs.tolist()
+    leaf_hash = [0]
+    for s in leaf_starts[1:]:
+        h = hl[s]
+        leaf_hash.append(h | 1 if h == hl[s - 1] else h)
+    nleaves = len(leaf_starts)
+    rlim = dx_root_limit(block_size)
+    nlim = dx_node_limit(block_size)
+    nodes: list[tuple[int, int]] = []
+    if nleaves > rlim:
+        nnodes = -(-nleaves // nlim)
+        if nnodes > rlim:
+            raise UsageError(
+                f"directory with {len(names)} entries needs {nleaves} leaf blocks, more than "
+                f"an htree of depth 2 can index ({rlim * nlim}) without the largedir feature"
+            )
+        nodes = [(j, min(nlim, nleaves - j)) for j in range(0, nleaves, nlim)]
+    return _Plan(order, hs, leaf_starts, leaf_hash, nodes)
+
+
+def dir_blocks_needed(
+    entries: Sequence[tuple[bytes, int, int]],
+    block_size: int,
+    hash_seed_words: Sequence[int] = (0, 0, 0, 0),
+    hash_version: int = 1,
+    hash_unsigned: bool = False,
+) -> int:
+    """Number of blocks :func:`build_dir` returns for these entries (same arguments)."""
+    if _linear_fits(entries, block_size):
+        return 1
+    names = sorted(e[0] for e in entries)
+    p = _plan_htree(names, block_size, hash_seed_words, hash_version, hash_unsigned)
+    return 1 + len(p.nodes) + len(p.leaf_starts)
+
+
+def _put_tail(blk: bytearray, bs: int, iseed: int) -> None:
+    _TAIL.pack_into(blk, bs - TAIL_SIZE, 0, TAIL_SIZE, 0, EXT4_FT_DIR_CSUM, 0)
+    _U32.pack_into(blk, bs - 4, crc32c_raw(iseed, memoryview(blk)[: bs - TAIL_SIZE]))
+
+
+def _dot_dotdot(blk: bytearray, ino: int, parent_ino: int, dotdot_rec_len: int) -> None:
+    _DIRENT.pack_into(blk, 0, ino, 12, 1, FT_DIR)
+    blk[8:12] = b".\0\0\0"
+    _DIRENT.pack_into(blk, 12, parent_ino, dotdot_rec_len, 2, FT_DIR)
+    blk[20:24] = b"..\0\0"
+
+
+def _fill_leaf(
+    blk: bytearray, off: int, items: Sequence[tuple[bytes, int, int]], end: int
+) -> None:
+    """Write dirents from ``off``; the last one's rec_len stretches to ``end``."""
+    pack = _DIRENT.pack_into
+    last = len(items) - 1
+    for i, (name, ino, ft) in enumerate(items):
+        ln = len(name)
+        rl = end - off if i == last else (ln + 11) & ~3
+        pack(blk, off, ino, rl, ln, ft)
+        blk[off + 8 : off + 8 + ln] = name
+        off += rl
+    if off != end:
+        raise InternalError(f"directory leaf filled to {off}, expected {end}")
+
+
+def _dx_block(
+    bs: int, head: bytes, count_off: int, entries: list[tuple[int, int]], iseed: int
+) -> bytearray:
+    """A dx_root or dx_node: ``head`` then count/limit, entries, dx_tail with checksum.
+
+    ``entries`` are (hash, block); the first entry's hash is replaced by count/limit."""
+    limit = (bs - count_off - 8) // 8
+    if len(entries) > limit:
+        raise InternalError(f"{len(entries)} dx entries, limit {limit}")
+    blk = bytearray(bs)
+    blk[: len(head)] = head
+    arr = np.array(entries, dtype="<u4").reshape(-1, 2)
+    blk[count_off : count_off + 8 * len(entries)] = arr.tobytes()
+    _CL.pack_into(blk, count_off, limit, len(entries))
+    tail = count_off + 8 * limit
+    mv = memoryview(blk)
+    c = crc32c_raw(iseed, mv[: count_off + 8 * len(entries)])
+    c = crc32c_raw(c, mv[tail : tail + 4])
+    c = crc32c_raw(c, b"\0\0\0\0")
+    _U32.pack_into(blk, tail + 4, c)
+    return blk
+
+
+def build_dir(
+    entries: Sequence[tuple[bytes, int, int]],
+    ino: int,
+    parent_ino: int,
+    *,
+    block_size: int,
+    csum_seed: int,
+    gen: int,
+    hash_seed_words: Sequence[int],
+    hash_version: int = 1,
+    hash_unsigned: bool = False,
+) -> DirData:
+    """Build a directory's blocks.
+
+    ``entries`` are ``(name, inode number, file_type 1..7)`` without "." and "..", in any
+    order (the output does not depend on it).  When "." + ".." + every entry fit in one block
+    the result is one linear block (entries sorted by name); otherwise an htree as described
+    in the module docstring, ``hash_version`` stored in the dx_root (the signedness is the
+    superblock's flag, passed as ``hash_unsigned``).  Every block carries its metadata_csum
+    checksum (``csum_seed`` is the filesystem seed; ``ino``/``gen`` are this directory's).
+    Raises :class:`UsageError` for an invalid or duplicate name.
+    """
+    bs = block_size
+    _validate(entries)
+    iseed = inode_seed(csum_seed, ino, gen)
+    ents = sorted(entries)
+    if _linear_fits(ents, bs):
+        blk = bytearray(bs)
+        end = bs - TAIL_SIZE
+        if ents:
+            _dot_dotdot(blk, ino, parent_ino, 12)
+            _fill_leaf(blk, 24, ents, end)
+        else:
+            _dot_dotdot(blk, ino, parent_ino, end - 12)
+        _put_tail(blk, bs, iseed)
+        return DirData(bytes(blk), False, bs)
+
+    names = [e[0] for e in ents]
+    p = _plan_htree(names, bs, hash_seed_words, hash_version, hash_unsigned)
+    nleaves = len(p.leaf_starts)
+    nnodes = len(p.nodes)
+    first_leaf = 1 + nnodes
+    out = bytearray()
+
+    # dx_root
+    head = _DX_ROOT_HEAD.pack(
+        ino, 12, 1, FT_DIR, b".", parent_ino, bs - 12, 2, FT_DIR, b"..",
+        0, hash_version, 8, 1 if nnodes else 0, 0,
+    )
+    if nnodes:
+        root_entries = [(p.leaf_hash[first], 1 + j) for j, (first, _n) in enumerate(p.nodes)]
+    else:
+        root_entries = [(p.leaf_hash[j], first_leaf + j) for j in range(nleaves)]
+    out += _dx_block(bs, head, DX_ROOT_COUNT_OFFSET, root_entries, iseed)
+
+    # dx_nodes
+    node_head = _DIRENT.pack(0, bs, 0, 0) if bs < 65536 else _DIRENT.pack(0, 0, 0, 0)
+    for first, cnt in p.nodes:
+        ne = [(p.leaf_hash[first + j], first_leaf + first + j) for j in range(cnt)]
+        out += _dx_block(bs, node_head, DX_NODE_COUNT_OFFSET, ne, iseed)
+
+    # leaves
+    order = p.order
+    bounds = p.leaf_starts + [len(order)]
+    end = bs - TAIL_SIZE
+    for j in range(nleaves):
+        blk = bytearray(bs)
+        _fill_leaf(blk, 0, [ents[k] for k in order[bounds[j] : bounds[j + 1]]], end)
+        _put_tail(blk, bs, iseed)
+        out += blk
+    return DirData(bytes(out), True, bs)
+
+
+def build_empty_dir_blocks(
+    ino: int, parent_ino: int, nblocks: int, *, block_size: int, csum_seed: int, gen: int
+) -> bytes:
+    """An empty linear directory of ``nblocks`` blocks, as mke2fs makes lost+found: block 0
+    holds "." and "..", the others one unused dirent each; every block has a checksum tail."""
+    if nblocks < 1:
+        raise UsageError(f"empty directory: {nblocks} blocks, expected at least 1")
+    bs = block_size
+    iseed = inode_seed(csum_seed, ino, gen)
+    out = bytearray()
+    blk = bytearray(bs)
+    _dot_dotdot(blk, ino, parent_ino, bs - TAIL_SIZE - 12)
+    _put_tail(blk, bs, iseed)
+    out += blk
+    if nblocks > 1:
+        blk = bytearray(bs)
+        _DIRENT.pack_into(blk, 0, 0, bs - TAIL_SIZE, 0, 0)
+        _put_tail(blk, bs, iseed)
+        out += bytes(blk) * (nblocks - 1)
+    return bytes(out)
+
+
+def is_indexed(data: bytes, block_size: int) -> bool:
+    """True if ``data`` (a directory's blocks) starts with an htree dx_root."""
+    if len(data) < block_size or block_size < 64:
+        return False
+    rl = data[16] | (data[17] << 8)
+    return (
+        len(data) > block_size
+        and rl == block_size - 12
+        and data[0x18:0x1C] == b"\0\0\0\0"
+        and data[0x1D] == 8
+    )
