@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ChecksumError, GPTError
 from ..mbr.read import parse
-from .structs import GPT_ENTRY_DTYPE, GPT_HEADER_SIZE, GPT_SIGNATURE, GPTHeader, GPTPartitionEntry
+from .structs import GPT_ENTRY_DTYPE, GPT_HEADER_SIZE, GPT_SIGNATURE, GPTHeader
 
 #: refuse entry arrays larger than this (sgdisk's own limit is far lower in practice)
 MAX_ENTRY_ARRAY_BYTES = 1 << 22
@@ -71,19 +72,32 @@ class GPTTable:
         return self.primary.disk_guid
 
 
-def _pread(fd: int, length: int, offset: int, what: str, file_size: int, name: str) -> bytes:
+Reader = Callable[[int, int], bytes]
+"""``read(offset, length) -> bytes``: a random-access byte source (``os.pread`` on a file,
+:meth:`pydiskimg.audit.source.Source.read`, ...)."""
+
+
+def fd_reader(fd: int) -> Reader:
+    """A :data:`Reader` over an open file descriptor."""
+    return lambda offset, length: os.pread(fd, length, offset)
+
+
+def _pread(fd: Reader, length: int, offset: int, what: str, file_size: int, name: str) -> bytes:
     if offset + length > file_size:
         raise GPTError(
             f"{name}: {what} at bytes {offset}..{offset + length - 1} lies past the end of the "
             f"file ({file_size} bytes): truncated image?"
         )
-    data = os.pread(fd, length, offset)
+    try:
+        data = fd(offset, length)
+    except OSError as e:
+        raise GPTError(f"{name}: {what}: cannot read: {e.strerror}") from None
     if len(data) != length:
         raise GPTError(f"{name}: {what}: short read ({len(data)} of {length} bytes): truncated image?")
     return data
 
 
-def _header(fd: int, lba: int, sector_size: int, file_size: int, sectors: int, name: str, which: str) -> tuple[GPTHeaderInfo, bytes]:
+def _header(fd: Reader, lba: int, sector_size: int, file_size: int, sectors: int, name: str, which: str) -> tuple[GPTHeaderInfo, bytes]:
     where = f"{name}: {which} GPT header (LBA {lba})"
     sector = _pread(fd, sector_size, lba * sector_size, f"{which} GPT header (LBA {lba})", file_size, name)
     if sector[:8] != GPT_SIGNATURE:
@@ -136,7 +150,7 @@ def _header(fd: int, lba: int, sector_size: int, file_size: int, sectors: int, n
     return info, sector
 
 
-def _entries(fd: int, info: GPTHeaderInfo, sector_size: int, file_size: int, name: str, which: str) -> bytes:
+def _entries(fd: Reader, info: GPTHeaderInfo, sector_size: int, file_size: int, name: str, which: str) -> bytes:
     length = info.entry_count * info.entry_size
     array = _pread(fd, length, info.entry_lba * sector_size, f"{which} GPT entry array (LBA {info.entry_lba})", file_size, name)
     crc = zlib.crc32(array)
@@ -177,7 +191,7 @@ def _decode_entries(array: bytes, info: GPTHeaderInfo, name: str) -> tuple[GPTEn
             )
         )
     by_start = sorted(out, key=lambda e: e.first_lba)
-    for a, b in zip(by_start, by_start[1:]):
+    for a, b in zip(by_start, by_start[1:], strict=False):
         if b.first_lba <= a.last_lba:
             raise GPTError(
                 f"{name}: GPT partitions {a.number} ({a.first_lba}..{a.last_lba}) and {b.number} "
@@ -186,12 +200,15 @@ def _decode_entries(array: bytes, info: GPTHeaderInfo, name: str) -> tuple[GPTEn
     return tuple(out)
 
 
-def read_gpt(fd: int, file_size: int, sector_size: int = 512, name: str = "image") -> GPTTable:
-    """Read and check the GPT of an open image of ``file_size`` bytes.
+def read_gpt(fd: Reader | int, file_size: int, sector_size: int = 512, name: str = "image") -> GPTTable:
+    """Read and check the GPT of an image of ``file_size`` bytes (``fd``: a file descriptor or
+    a :data:`Reader`).
 
     Both headers and both arrays are checked (signature, CRC32s, LBAs, consistency), and every
     used entry must lie in the usable range without overlapping another.
     """
+    if isinstance(fd, int):
+        fd = fd_reader(fd)
     sectors = file_size // sector_size
     if sectors < 3:
         raise GPTError(f"{name}: {file_size} bytes, too small to hold a GPT: truncated image?")

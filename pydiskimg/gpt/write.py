@@ -64,7 +64,7 @@ def build_entry_array(partitions: Iterable[GPTPartitionLike], entries: int = GPT
     if parts:
         idx = np.array([p.number - 1 for p in parts], dtype=np.int64)
         if idx.min() < 0 or idx.max() >= entries or len(set(idx.tolist())) != len(parts):
-            raise ValueError("GPT partition numbers must be distinct, from 1 to %d" % entries)
+            raise ValueError(f"GPT partition numbers must be distinct, from 1 to {entries}")
         arr["PartitionTypeGUID"][idx] = [p.type_guid.bytes_le for p in parts]
         arr["UniquePartitionGUID"][idx] = [p.unique_guid.bytes_le for p in parts]
         arr["StartingLBA"][idx] = [p.first_lba for p in parts]

@@ -108,7 +108,7 @@ def read_mbr(sector0: bytes, disk_sectors: int, name: str = "image") -> MBRTable
             )
         parts.append(p)
     plain = sorted((p for p in parts if p.os_type != OSTYPE_GPT_PROTECTIVE), key=lambda p: p.start)
-    for a, b in zip(plain, plain[1:]):
+    for a, b in zip(plain, plain[1:], strict=False):
         if b.start <= a.last:
             raise MBRError(
                 f"{name}: MBR partitions {a.number} ({a.start}..{a.last}) and {b.number} "
