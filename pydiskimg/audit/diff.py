@@ -1,0 +1,411 @@
+"""Explain why two disk images differ, at the highest level that accounts for each difference.
+
+1. Compare the two images chunk by chunk (1 MiB, holes skipped) and keep the exact differing
+   byte ranges.  Identical images stop here.
+2. Partition table: every differing field of the MBR, the GPT headers and entries.  The table
+   areas are then accounted for.
+3. Per partition present in both images at the same place and touched by a differing range:
+   the filesystem (ext4 or FAT) is read from both sides and compared: superblock / boot sector
+   fields, group descriptors, allocation, then every file by path (content, mode, owner, times,
+   xattrs, link target, added or removed, inode number).  The on-disk bytes each reported
+   difference explains are accounted for, field by field.
+4. Whatever differing bytes remain are reported as ranges, each named by the structure it falls
+   in ("partition 2, group 3 inode table, inode 4711 (/etc/passwd), i_ctime").
+
+Checksums are derived values: a checksum field that differs is reported only when nothing it
+covers differs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import Error, ImageError
+from . import disk as disk_mod
+from .source import Source
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+#: merge differing runs closer than this (bytes) into one range
+MERGE_GAP = 0
+#: at most this many exact ranges are kept; beyond, ranges are merged per chunk
+MAX_RANGES = 200_000
+#: residual byte-range lines printed per scope
+MAX_RESIDUAL_LINES = 200
+
+
+@dataclass
+class Difference:
+    """One explained difference."""
+
+    scope: str  # "image", "partition table", "partition 2 (ext4)"
+    item: str  # "superblock", "/etc/passwd", "group 3 descriptor", "bytes 0x..-0x.."
+    field: str | None = None  # "mode", "s_wtime"
+    a: Any = None
+    b: Any = None
+
+    def text(self) -> str:
+        head = f"{self.scope}: {self.item}"
+        if self.field:
+            head += f": {self.field}"
+        if self.a is None and self.b is None:
+            return head
+        return f"{head}: {_show(self.a)} -> {_show(self.b)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scope": self.scope, "item": self.item, "field": self.field,
+                "a": _jsonable(self.a), "b": _jsonable(self.b), "text": self.text()}
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "(none)"
+    if isinstance(v, bytes):
+        if len(v) > 48:
+            return f"<{len(v)} bytes>"
+        return v.hex() if any(c < 32 or c > 126 for c in v) else repr(v.decode())
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (int, str, bool, float)) or v is None:
+        return v
+    return str(v)
+
+
+# -- byte ranges ---------------------------------------------------------------------------------
+class Ranges:
+    """Sorted, disjoint [start, end) byte ranges."""
+
+    def __init__(self, items: list[tuple[int, int]] | None = None) -> None:
+        self.items: list[tuple[int, int]] = sorted(items or [])
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def total(self) -> int:
+        return sum(b - a for a, b in self.items)
+
+    def intersect(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of the ranges inside [start, end)."""
+        out = []
+        starts = [a for a, _ in self.items]
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while i < len(self.items):
+            a, b = self.items[i]
+            if a >= end:
+                break
+            lo, hi = max(a, start), min(b, end)
+            if lo < hi:
+                out.append((lo, hi))
+            i += 1
+        return out
+
+    def any_in(self, start: int, end: int) -> bool:
+        return bool(self.intersect(start, end))
+
+    def subtract(self, cover: list[tuple[int, int]]) -> Ranges:
+        cover = _merge(sorted(cover), 0)
+        out = []
+        j = 0
+        for a, b in self.items:
+            pos = a
+            while j < len(cover) and cover[j][1] <= pos:
+                j += 1
+            k = j
+            while k < len(cover) and cover[k][0] < b:
+                ca, cb = cover[k]
+                if ca > pos:
+                    out.append((pos, ca))
+                pos = max(pos, cb)
+                k += 1
+            if pos < b:
+                out.append((pos, b))
+        return Ranges(out)
+
+
+def _merge(items: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in items:
+        if out and a <= out[-1][1] + gap:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def differing_ranges(A: Source, B: Source, chunk: int = CHUNK) -> Ranges:
+    """Exact differing byte ranges of the common length of ``A`` and ``B``.
+
+    Ranges where both images are holes are skipped without reading; each chunk is compared as a
+    whole first, and only differing chunks are scanned byte by byte (numpy).
+    """
+    size = min(A.size, B.size)
+    spans = _merge(sorted([(o, o + n) for o, n in A.data_ranges(0, size)]
+                          + [(o, o + n) for o, n in B.data_ranges(0, size)]), 0)
+    out: list[tuple[int, int]] = []
+    coarse = False
+    for s0, s1 in spans:
+        pos = (s0 // chunk) * chunk
+        while pos < s1:
+            n = min(chunk, size - pos)
+            a = A.read(pos, n)
+            b = B.read(pos, n)
+            if a != b:
+                if coarse:
+                    out.append((pos, pos + n))
+                else:
+                    x = np.frombuffer(a, dtype=np.uint8) != np.frombuffer(b, dtype=np.uint8)
+                    idx = np.flatnonzero(x)
+                    brk = np.flatnonzero(np.diff(idx) > MERGE_GAP + 1)
+                    starts = np.concatenate(([idx[0]], idx[brk + 1]))
+                    ends = np.concatenate((idx[brk], [idx[-1]])) + 1
+                    out.extend(zip((starts + pos).tolist(), (ends + pos).tolist(), strict=True))
+                    if len(out) > MAX_RANGES:
+                        coarse = True
+            pos += n
+    return Ranges(_merge(out, MERGE_GAP))
+
+
+# -- the accounting context ------------------------------------------------------------------------
+@dataclass
+class Ctx:
+    """Differences found so far and the byte ranges they account for (absolute offsets)."""
+
+    diffs: list[Difference] = field(default_factory=list)
+    explained: list[tuple[int, int]] = field(default_factory=list)
+    #: per scope, a function naming the structure at an absolute offset: (label, end of struct)
+    locators: list[tuple[int, int, str, Any]] = field(default_factory=list)
+
+    def add(self, *args: Any, **kw: Any) -> Difference:
+        d = Difference(*args, **kw)
+        self.diffs.append(d)
+        return d
+
+
+def diff_images(path_a: str, path_b: str) -> list[Difference]:
+    """Every difference between the images at ``path_a`` and ``path_b``, explained."""
+    from .source import open_image
+
+    with open_image(path_a) as A, open_image(path_b) as B:
+        return diff_sources(A, B)
+
+
+def diff_sources(A: Source, B: Source) -> list[Difference]:
+    ctx = Ctx()
+    if A.size != B.size:
+        ctx.add("image", "size", None, A.size, B.size)
+    ranges = differing_ranges(A, B)
+    if not ranges and A.size == B.size:
+        return []
+    log.info("%d differing byte ranges, %d bytes", len(ranges.items), ranges.total())
+    da, db = _read_disk(A, ctx, "a"), _read_disk(B, ctx, "b")
+    _diff_tables(A, B, da, db, ranges, ctx)
+    if da is not None and db is not None:
+        parts_b = {p.number: p for p in db.parts}
+        for pa in da.parts:
+            pb = parts_b.get(pa.number)
+            if pb is None:
+                continue
+            _diff_partition(A, B, pa, pb, ranges, ctx)
+    if (da is not None and da.kind == "none") and (db is not None and db.kind == "none"):
+        whole = disk_mod.Part(0, 0, min(A.size, B.size) // 512 - 1, "none")
+        _diff_partition(A, B, whole, whole, ranges, ctx, scope="whole disk")
+    _residual(A, B, ranges, ctx, da)
+    return ctx.diffs
+
+
+def _read_disk(src: Source, ctx: Ctx, side: str) -> disk_mod.Disk | None:
+    try:
+        return disk_mod.read_disk(src)
+    except Error as e:
+        ctx.add("partition table", f"image {side.upper()}", "invalid", None, str(e))
+        return None
+
+
+# -- partition tables ------------------------------------------------------------------------------
+_DERIVED_GPT = {"HeaderCRC32", "PartitionEntryArrayCRC32"}
+
+
+def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Disk | None,
+                 ranges: Ranges, ctx: Ctx) -> None:
+    scope = "partition table"
+    ka = da.kind if da else "invalid"
+    kb = db.kind if db else "invalid"
+    if ka != kb:
+        ctx.add(scope, "table type", None, ka, kb)
+    # sector 0 is an MBR (plain or protective) whenever it ends in 55 AA
+    if ranges.any_in(0, 512):
+        try:
+            fa, fb = disk_mod.mbr_fields(A), disk_mod.mbr_fields(B)
+        except Error:
+            fa = fb = None
+        if fa is not None and fb is not None:
+            name = "protective MBR" if "gpt" in (ka, kb) else "MBR"
+            for k in fa:
+                if fa[k] != fb.get(k):
+                    if k == "BootCode":
+                        ctx.add(scope, name, "boot code", _digest(fa[k]), _digest(fb[k]))
+                    else:
+                        ctx.add(scope, name, k, _fmt_field(k, fa[k]), _fmt_field(k, fb[k]))
+            ctx.explained.append((0, 512))
+    if ka == kb == "gpt":
+        assert da is not None and db is not None
+        _diff_gpt(A, B, da, db, ranges, ctx)
+    ctx.locators.append((0, 512, "MBR", None))
+    for d in (da, db):
+        if d is not None:
+            for a, b, label in d.areas:
+                ctx.locators.append((a, b, label, None))
+
+
+def _diff_gpt(A: Source, B: Source, da: disk_mod.Disk, db: disk_mod.Disk, ranges: Ranges,
+              ctx: Ctx) -> None:
+    scope = "partition table"
+    ta, tb = da.table, db.table
+    reported_entries: set[tuple[int, str]] = set()
+    for which, la, lb in (("primary", 1, 1), ("backup", ta.primary.alternate_lba,
+                                               tb.primary.alternate_lba)):
+        ha, hb = disk_mod.gpt_header_fields(A, la), disk_mod.gpt_header_fields(B, lb)
+        ea = disk_mod.gpt_entries(A, ha["PartitionEntryLBA"], ha["NumberOfPartitionEntries"],
+                                  ha["SizeOfPartitionEntry"])
+        eb = disk_mod.gpt_entries(B, hb["PartitionEntryLBA"], hb["NumberOfPartitionEntries"],
+                                  hb["SizeOfPartitionEntry"])
+        entry_diff = False
+        for i in range(max(len(ea), len(eb))):
+            xa = ea[i] if i < len(ea) else None
+            xb = eb[i] if i < len(eb) else None
+            if xa == xb:
+                continue
+            entry_diff = True
+            keys = (xa or xb or {}).keys()
+            for k in keys:
+                va = xa.get(k) if xa else None
+                vb = xb.get(k) if xb else None
+                if va != vb and (i + 1, k) not in reported_entries:
+                    reported_entries.add((i + 1, k))
+                    ctx.add(scope, f"partition {i + 1}", k, _fmt_field(k, va), _fmt_field(k, vb))
+        hdr_diff = False
+        for k in ha:
+            if k in _DERIVED_GPT or ha[k] == hb[k]:
+                continue
+            hdr_diff = True
+            if which == "backup" and k in ("MyLBA", "AlternateLBA", "PartitionEntryLBA") and \
+                    ta.disk_sectors != tb.disk_sectors:
+                continue  # follows from the disk size, reported once as the image size
+            if which == "backup" and k not in ("MyLBA", "AlternateLBA", "PartitionEntryLBA") and \
+                    any(d.item == "GPT header" and d.field == k for d in ctx.diffs):
+                continue
+            ctx.add(scope, "GPT header" if which == "primary" else "backup GPT header", k,
+                    _fmt_field(k, ha[k]), _fmt_field(k, hb[k]))
+        if not entry_diff and ha["PartitionEntryArrayCRC32"] != hb["PartitionEntryArrayCRC32"]:
+            ctx.add(scope, f"{which} GPT header", "PartitionEntryArrayCRC32",
+                    ha["PartitionEntryArrayCRC32"], hb["PartitionEntryArrayCRC32"])
+        if not (entry_diff or hdr_diff) and ha["HeaderCRC32"] != hb["HeaderCRC32"]:
+            ctx.add(scope, f"{which} GPT header", "HeaderCRC32", ha["HeaderCRC32"],
+                    hb["HeaderCRC32"])
+        # both sides' areas are now accounted for
+        for h in (ha, hb):
+            lba = la if h is ha else lb
+            ctx.explained.append((lba * 512, lba * 512 + 512))
+            start = h["PartitionEntryLBA"] * 512
+            ctx.explained.append((start, start + h["NumberOfPartitionEntries"] * h["SizeOfPartitionEntry"]))
+
+
+def _fmt_field(k: str, v: Any) -> Any:
+    if isinstance(v, int) and ("Signature" in k or "OSType" in k or "Attributes" in k
+                               or "CRC" in k or k == "UniqueMBRDiskSignature"):
+        return f"{v:#x}"
+    if isinstance(v, bytes) and len(v) <= 4:
+        return v.hex()
+    return v
+
+
+def _digest(b: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(b).hexdigest()[:16]
+
+
+# -- partitions ------------------------------------------------------------------------------------
+def _diff_partition(A: Source, B: Source, pa: disk_mod.Part, pb: disk_mod.Part, ranges: Ranges,
+                    ctx: Ctx, scope: str | None = None) -> None:
+    from . import fsdiff
+
+    label = scope or f"partition {pa.number}"
+    if pa.offset != pb.offset or pa.size != pb.size:
+        # moved or resized: the bytes cannot be compared in place; compare the files only
+        fsdiff.diff_filesystems(A, B, pa.offset, pa.size, pb.offset, pb.size, None, ctx, label)
+        return
+    if not ranges.any_in(pa.offset, pa.offset + pa.size):
+        return
+    fsdiff.diff_filesystems(A, B, pa.offset, pa.size, pb.offset, pb.size, ranges, ctx, label)
+
+
+# -- residual byte ranges --------------------------------------------------------------------------
+def _residual(A: Source, B: Source, ranges: Ranges, ctx: Ctx, da: disk_mod.Disk | None) -> None:
+    rest = ranges.subtract(ctx.explained)
+    if A.size != B.size:
+        small, big = min(A.size, B.size), max(A.size, B.size)
+        # the extra tail of the larger image is accounted for by the size difference
+        _ = (small, big)
+    lines = 0
+    for a, b in rest.items:
+        for s, e, label in _split_by_structure(a, b, ctx, da):
+            if lines >= MAX_RESIDUAL_LINES:
+                lines += 1
+                continue
+            ctx.add("bytes", f"{s:#x}-{e - 1:#x} ({e - s} bytes)", label)
+            lines += 1
+    if lines > MAX_RESIDUAL_LINES:
+        ctx.add("bytes", f"... and {lines - MAX_RESIDUAL_LINES} more differing ranges")
+
+
+def _split_by_structure(a: int, b: int, ctx: Ctx, da: disk_mod.Disk | None
+                        ) -> Iterator[tuple[int, int, str]]:
+    pos = a
+    while pos < b:
+        label, end = _locate(pos, ctx, da)
+        end = max(min(end, b), pos + 1)
+        yield pos, end, label
+        pos = end
+
+
+def _locate(off: int, ctx: Ctx, da: disk_mod.Disk | None) -> tuple[str, int]:
+    best: tuple[str, int] | None = None
+    for s, e, label, fn in ctx.locators:
+        if s <= off < e:
+            if fn is not None:
+                sub, end = fn(off)
+                return f"{label}, {sub}", min(end, e)
+            best = (label, e)
+    if best:
+        return best
+    # not in any known structure: between partitions
+    nxt = min([s for s, _e, _l, _f in ctx.locators if s > off], default=off + (1 << 62))
+    return "outside any partition", nxt
+
+
+def summary_uuid(v: bytes) -> str:
+    return str(uuid.UUID(bytes=v))
+
+
+__all__ = ["Difference", "diff_images", "diff_sources", "differing_ranges", "Ranges",
+           "ImageError"]
