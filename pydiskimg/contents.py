@@ -134,8 +134,8 @@ def load_contents_json(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # chmod as rsync --chmod
 # --------------------------------------------------------------------------------------------
 
-_SYM_RE = re.compile(r"^([ugoa]*)((?:[-+=][rwxXst]*|[-+=][ugo])+)$")
-_OP_RE = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+_SYM_RE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
+_OP_RE = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 _WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
 
 

@@ -49,6 +49,7 @@ def _sparse(path: Path | bytes, size: int, chunks: list[tuple[int, bytes]]) -> N
             os.pwrite(fd, data, off)
     finally:
         os.close(fd)
+    os.chmod(path, 0o644)
 
 
 def _pattern(n: int, seed: int) -> bytes:
@@ -86,6 +87,7 @@ def build_torture_tree(root: Path, *, reverse: bool = False, huge: bool = True) 
     Device nodes need root; without it they are left out (the callers say so).
     """
     root.mkdir()
+    os.chmod(root, 0o755)
     r = os.fsencode(root)
 
     def p(*parts: str | bytes) -> bytes:
@@ -98,6 +100,7 @@ def build_torture_tree(root: Path, *, reverse: bool = False, huge: bool = True) 
     for d in ("files", "links", "hard", "hard/other", "dev", "modes", "names", "times",
               "xattr", "big", "sparse"):
         os.makedirs(p(d), exist_ok=True)
+        os.chmod(p(d), 0o755)
 
     # --- regular files of every size
     add(lambda: _write(p("files", "empty")))
@@ -147,18 +150,23 @@ def build_torture_tree(root: Path, *, reverse: bool = False, huge: bool = True) 
 
     # --- devices, FIFO, socket
     def devices() -> None:
+        # (modes set again after creation: mknod, mkfifo and bind apply the umask)
         if IS_ROOT:
-            os.mknod(p("dev", "null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
-            os.mknod(p("dev", "chr-big"), stat.S_IFCHR | 0o600, os.makedev(300, 70000))
-            os.mknod(p("dev", "blk-sda"), stat.S_IFBLK | 0o660, os.makedev(8, 0))
-            os.mknod(p("dev", "blk-big"), stat.S_IFBLK | 0o640, os.makedev(259, 65536))
-            os.mknod(p("dev", "chr-255"), stat.S_IFCHR | 0o600, os.makedev(255, 255))
+            for name, kind, m, dev in (("null", stat.S_IFCHR, 0o666, (1, 3)),
+                                       ("chr-big", stat.S_IFCHR, 0o600, (300, 70000)),
+                                       ("blk-sda", stat.S_IFBLK, 0o660, (8, 0)),
+                                       ("blk-big", stat.S_IFBLK, 0o640, (259, 65536)),
+                                       ("chr-255", stat.S_IFCHR, 0o600, (255, 255))):
+                os.mknod(p("dev", name), kind | m, os.makedev(*dev))
+                os.chmod(p("dev", name), m)
         os.mkfifo(p("dev", "fifo"), 0o644)
+        os.chmod(p("dev", "fifo"), 0o644)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.bind(p("dev", "socket"))
         finally:
             s.close()
+        os.chmod(p("dev", "socket"), 0o755)
 
     add(devices)
 
@@ -191,7 +199,8 @@ def build_torture_tree(root: Path, *, reverse: bool = False, huge: bool = True) 
     # --- a folder big enough for an htree
     def bigdir() -> None:
         for i in range(3000):
-            _write(p("big", "entry-%05d-with-a-longer-name" % i), b"%d\n" % i if i % 7 == 0 else b"")
+            data = b"%d\n" % i if i % 7 == 0 else b""
+            _write(p("big", f"entry-{i:05d}-with-a-longer-name"), data)
 
     add(bigdir)
 
