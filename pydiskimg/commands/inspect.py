@@ -1,0 +1,72 @@
+"""``pydiskimg inspect IMAGE [--json]``: the partition table (and, as probes are added, the
+filesystems) of an image.  The JSON shape is documented in :mod:`pydiskimg.audit.table`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "inspect",
+        help="show an image's partition table (and filesystems)",
+        description="Read IMAGE's partition table back, checked (signatures, CRCs, ranges): kind, "
+        "disk GUID or MBR signature, and each partition's number, first and last sector, size, "
+        "type, GUID, name and flags.",
+    )
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--json", action="store_true", help="print JSON (shape: see pydiskimg.audit.table)")
+    p.set_defaults(func=run)
+
+
+def _human(d: dict[str, Any]) -> str:
+    t = d["table"]
+    head = f"{d['image']}: {d['format']}, {d['size']} bytes ({d['size'] // 512} sectors)"
+    if t["scheme"] == "gpt":
+        head += f"\ntable: GPT ({t['kind']}), disk GUID {t['disk_guid']}"
+    elif t["scheme"] == "mbr":
+        head += f"\ntable: MBR ({t['kind']}), disk signature {t['mbr_signature']}"
+    else:
+        head += "\ntable: none"
+        if d.get("filesystem"):
+            head += f"\nfilesystem: {_fs(d['filesystem'])}"
+        return head
+    rows = [("#", "first", "last", "sectors", "size", "type", "GUID", "name", "flags")]
+    for p in d["partitions"]:
+        rows.append((
+            str(p["number"]), str(p["first_lba"]), str(p["last_lba"]), str(p["sectors"]),
+            _size(p["size"]), p["type_name"] if p["type_name"] != "unknown" else p["type"],
+            p["guid"] or "-", p["name"] if p["name"] is not None else "-", ",".join(p["flags"]) or "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i < 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]
+    for p in d["partitions"]:
+        if p.get("filesystem"):
+            lines.append(f"partition {p['number']}: {_fs(p['filesystem'])}")
+    return head + "\n" + "\n".join(lines)
+
+
+def _fs(fs: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fs.items())
+
+
+def _size(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit.table import inspect_image
+
+    d = inspect_image(args.image)
+    if args.json:
+        json.dump(d, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(_human(d))
+    return 0
