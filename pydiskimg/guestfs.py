@@ -1,0 +1,551 @@
+"""The bootloader stage: run a command in libguestfs's appliance on the finished raw image.
+
+The seed runs its ``installBootLoader`` step (``switch-to-configuration boot`` through
+``nixos-enter``) in a KVM virtual machine.  pydiskimg does the same in libguestfs's appliance,
+which needs no root and no KVM:
+
+1. launch the appliance on the raw image (``mem_size`` MiB of memory);
+2. mount the root partition at ``/`` and, for ``efi`` and ``hybrid``, the ESP at ``/boot``
+   (created when missing, as the seed's ``mkdir -p /mnt/boot``);
+3. when ``grub_device`` is given, make it a link to the appliance's disk (``/dev/sda``), as the
+   seed links ``config.boot.loader.grub.device`` to its ``/dev/vda``;
+4. run the command, either
+
+   * **chrooted into the image** (``in_appliance=False``, the default, the seed's
+     ``nixos-enter``): libguestfs's ``command`` chroots into the mounted image and bind-mounts
+     ``/dev``, ``/proc`` and ``/sys`` there, then runs the image's own ``/bin/sh -c CMD``.  The
+     image must hold a ``/bin/sh``; a distribution's bootloader installer (GRUB,
+     ``bootctl``, NixOS's ``switch-to-configuration``) runs this way; or
+   * **in the appliance** (``in_appliance=True``): ``/bin/sh -c CMD`` of the appliance itself, with
+     the image mounted under ``$SYSROOT`` (``/sysroot``); ``$DISK`` is the whole disk,
+     ``$ROOT_DEV`` and ``$ESP_DEV`` the partitions.  Tools the appliance ships (``extlinux``,
+     ``sfdisk``, ``dd``, syslinux's MBR code under ``/usr/lib/SYSLINUX``) install a bootloader the
+     image does not contain, e.g.
+     ``extlinux --install $SYSROOT/boot/syslinux && dd if=/usr/lib/SYSLINUX/mbr.bin of=$DISK
+     bs=440 count=1 conv=notrunc``;
+
+5. remove ``/etc/machine-id`` from the image (the seed's ``rm -f``), unmount, shut down.
+
+Then, in deterministic mode, :func:`repin_ext4` puts back what the seed's ``tune2fs`` lines pin
+(filesystem UUID, mount/write/check times, mount counts, check interval) and what the kernel
+changed on mount (last mount point, lifetime writes), so resize2fs and tune2fs accept the
+filesystem and ``e2fsck -fn`` stays silent.  Files the command writes still carry the
+appliance's clock: the stage is reproducible in what it pins, not in what the command creates.
+
+**KVM.**  The appliance first tries KVM (libguestfs's default ``accel=kvm:tcg``).  Where
+``/dev/kvm`` is missing or unusable, or QEMU dies starting under KVM (as on machines whose
+``/dev/kvm`` is a paravirtual stub: ``failed to set MSR``), it falls back by itself to TCG
+(``LIBGUESTFS_BACKEND=direct``, ``LIBGUESTFS_BACKEND_SETTINGS=force_tcg``) and says so through
+``progress``; the verdict is remembered for the rest of the process.  An environment that
+already sets ``LIBGUESTFS_BACKEND_SETTINGS`` is obeyed as it is.
+
+**Bindings.**  The Python bindings come from Debian's ``python3-guestfs``, installed for
+``/usr/bin/python3``: ``import guestfs`` is tried first, then the same import with
+``/usr/lib/python3/dist-packages`` appended to ``sys.path`` (works for any CPython 3.11, e.g. a
+pyenv one, since the extension module is built for that ABI).  Without usable bindings the
+stage is a :class:`~pydiskimg.errors.ToolError` naming the package to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+from .errors import Ext4Error, ToolError, UsageError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+
+#: Where Debian's python3-guestfs installs ``guestfs.py`` and ``libguestfsmod*.so``.
+DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
+#: The appliance's name for the disk (the first and only drive added).
+APPLIANCE_DISK = "/dev/sda"
+#: Mount point of the image inside the appliance.
+SYSROOT = "/sysroot"
+
+_HEARTBEAT_SECONDS = 10.0
+_STATUS_MARK = "pydiskimg-exit-status:"
+#: None: not decided yet; True: KVM worked in this process; False: use TCG.
+_kvm_verdict: bool | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# bindings and acceleration
+# ---------------------------------------------------------------------------------------------
+
+
+def load_bindings() -> ModuleType | None:
+    """The ``guestfs`` module, from the interpreter's path or Debian's; None when unavailable."""
+    try:
+        return importlib.import_module("guestfs")
+    except ImportError:
+        pass
+    if not os.path.isdir(DEBIAN_DIST_PACKAGES) or DEBIAN_DIST_PACKAGES in sys.path:
+        return None
+    sys.path.append(DEBIAN_DIST_PACKAGES)
+    try:
+        return importlib.import_module("guestfs")
+    except ImportError as e:
+        log.debug("python3-guestfs not importable from %s: %s", DEBIAN_DIST_PACKAGES, e)
+        return None
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(DEBIAN_DIST_PACKAGES)
+
+
+def libguestfs_available() -> bool:
+    """True when the libguestfs Python bindings can be imported."""
+    return load_bindings() is not None
+
+
+def kvm_device_usable(path: str = "/dev/kvm") -> bool:
+    """Cheap probe: ``/dev/kvm`` opens read-write and answers KVM_GET_API_VERSION with 12.
+
+    A True answer does not prove QEMU will run under KVM (it does not on paravirtual hosts);
+    :func:`run_in_guest` still falls back to TCG when the KVM launch fails.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        return fcntl.ioctl(fd, 0xAE00) == 12  # KVM_GET_API_VERSION
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _env_forces_backend() -> bool:
+    return "LIBGUESTFS_BACKEND_SETTINGS" in os.environ
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------------
+
+
+class _Messages:
+    """The last libguestfs/QEMU messages, to explain a failed launch in one line."""
+
+    def __init__(self) -> None:
+        self.lines: deque[str] = deque(maxlen=200)
+
+    def callback(self, event: int, handle: int, buf: bytes | str, array: Any) -> None:
+        text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf)
+        for line in text.splitlines():
+            line = line.strip()
+            if line:
+                self.lines.append(line)
+
+    def explain(self) -> str:
+        """The most telling line: QEMU's own error first, then any error or failure."""
+        lines = [ln for ln in self.lines if "see earlier" not in ln and "trace" not in ln]
+        for keys in (("qemu-system",), ("Assertion", "error:"), ("failed", "killed", "cannot")):
+            for ln in lines:
+                if any(k in ln for k in keys) and (
+                    "error" in ln.lower() or keys != ("qemu-system",)
+                ):
+                    return ln
+        return ""
+
+
+@contextlib.contextmanager
+def _heartbeat(progress: ProgressFn | None, what: str) -> Iterator[None]:
+    """Call ``progress`` every few seconds while a long step runs."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(_HEARTBEAT_SECONDS):
+            progress(f"{what}: {time.monotonic() - start:.0f} s")
+
+    thread = threading.Thread(target=beat, name="pydiskimg-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(ln.strip() for ln in str(text).strip().splitlines() if ln.strip())
+
+
+def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs: _Messages) -> Any:
+    g = gfs.GuestFS(python_return_dict=True, close_on_exit=True)
+    g.set_verbose(True)  # messages go to the callback only, for error reports
+    events = gfs.EVENT_APPLIANCE | gfs.EVENT_LIBRARY | gfs.EVENT_WARNING
+    g.set_event_callback(msgs.callback, events)
+    g.set_memsize(mem_size)
+    if tcg:
+        g.set_backend("direct")
+        g.set_backend_settings(["force_tcg"])
+    g.add_drive_opts(image_path, format="raw", readonly=False, cachemode="writeback")
+    return g
+
+
+def _launch(gfs: ModuleType, image_path: str, mem_size: int, say: ProgressFn) -> Any:
+    """Launch the appliance, trying KVM first and falling back to TCG by itself."""
+    global _kvm_verdict
+    if _env_forces_backend():
+        tries = [False]  # the environment decides
+        say(
+            "libguestfs: using LIBGUESTFS_BACKEND_SETTINGS="
+            f"{os.environ['LIBGUESTFS_BACKEND_SETTINGS']!r} from the environment"
+        )
+    elif _kvm_verdict is False:
+        tries = [True]
+    elif not kvm_device_usable():
+        say(
+            "libguestfs: /dev/kvm is missing or not usable: running the appliance under TCG "
+            "(software emulation, slower)"
+        )
+        _kvm_verdict = False
+        tries = [True]
+    else:
+        tries = [False, True]
+    last_error = ""
+    for tcg in tries:
+        msgs = _Messages()
+        g = _new_handle(gfs, image_path, mem_size, tcg, msgs)
+        mode = "TCG" if tcg else ("KVM" if not _env_forces_backend() else "configured backend")
+        say(f"libguestfs: starting the appliance ({mode}, {mem_size} MiB; this takes a while)")
+        t0 = time.monotonic()
+        try:
+            with _heartbeat(say, "libguestfs: appliance still starting"):
+                g.launch()
+        except RuntimeError as e:
+            detail = msgs.explain()
+            last_error = _one_line(str(e)) + (f" ({detail})" if detail else "")
+            with contextlib.suppress(Exception):
+                g.close()
+            if not tcg and len(tries) > 1:
+                say(
+                    "libguestfs: QEMU failed under KVM"
+                    f"{': ' + detail if detail else ''}; falling back to TCG "
+                    "(LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg)"
+                )
+                _kvm_verdict = False
+                continue
+            raise ToolError(f"libguestfs: the appliance did not start: {last_error}") from None
+        if not tcg and not _env_forces_backend():
+            _kvm_verdict = True
+        say(f"libguestfs: appliance up in {time.monotonic() - t0:.0f} s")
+        return g
+    raise ToolError(f"libguestfs: the appliance did not start: {last_error}")
+
+
+def _device(part: int | None) -> str:
+    return APPLIANCE_DISK if part is None else f"{APPLIANCE_DISK}{part}"
+
+
+def _split_status(out: str, what: str) -> tuple[int, str]:
+    head, sep, tail = out.rpartition(_STATUS_MARK)
+    if not sep:
+        raise ToolError(f"{what}: no exit status came back from the appliance: {_one_line(out)}")
+    try:
+        status = int(tail.strip())
+    except ValueError:
+        raise ToolError(f"{what}: unreadable exit status {tail.strip()!r}") from None
+    return status, head[:-1] if head.endswith("\n") else head
+
+
+def run_in_guest(
+    image_path: str | os.PathLike[str],
+    *,
+    root_part: int | None,
+    esp_part: int | None,
+    command: str,
+    mem_size: int = 1024,
+    grub_device: str | None = None,
+    in_appliance: bool = False,
+    progress: ProgressFn | None = None,
+) -> str:
+    """Run ``command`` on the raw image at ``image_path`` in libguestfs's appliance.
+
+    ``root_part`` is the root partition's number (``None``: the whole disk is the
+    filesystem, the seed's ``partitionTableType = "none"``); ``esp_part`` the ESP's number, to
+    mount at ``/boot`` (``None`` for ``legacy`` and ``legacy+gpt``).  ``command`` is a shell
+    command line: run chrooted into the image with the image's ``/bin/sh`` by default, or with
+    the appliance's shell when ``in_appliance`` (see the module documentation).  Returns the
+    command's output, stdout and stderr merged in order.
+
+    Raises :class:`~pydiskimg.errors.ToolError` (one line) when libguestfs is missing, the
+    appliance does not start, a partition does not mount, the image has no ``/bin/sh`` (chroot
+    mode), or the command exits non-zero (with the command's output).
+    """
+    image_path = os.fspath(image_path)
+    if not os.path.isfile(image_path):
+        raise UsageError(f"{image_path}: image not found")
+    if mem_size < 256:
+        raise UsageError(f"memSize: {mem_size} MiB is too small for the appliance (at least 256)")
+    if not command.strip():
+        raise UsageError("installBootLoader: the command is empty")
+
+    def say(msg: str) -> None:
+        log.info("%s", msg)
+        if progress is not None:
+            progress(msg)
+
+    gfs = load_bindings()
+    if gfs is None:
+        raise ToolError(
+            "libguestfs: the Python bindings are not importable; install Debian's python3-guestfs "
+            "and libguestfs-tools (needed for installBootLoader)"
+        )
+    what = "installBootLoader"
+    g = _launch(gfs, image_path, mem_size, say)
+    try:
+        root_dev, esp_dev = (
+            _device(root_part),
+            (_device(esp_part) if esp_part is not None else None),
+        )
+        try:
+            g.mount(root_dev, "/")
+            if esp_dev is not None:
+                g.mkdir_p("/boot")
+                g.mount(esp_dev, "/boot")
+        except RuntimeError as e:
+            raise ToolError(
+                f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
+            ) from None
+        if grub_device:
+            if not grub_device.startswith("/dev/") or "\n" in grub_device:
+                raise UsageError(f"grub device: {grub_device!r} is not a /dev path")
+            if grub_device != APPLIANCE_DISK:
+                link = (
+                    f"mkdir -p {shlex.quote(os.path.dirname(grub_device))} && "
+                    f"ln -sfn {APPLIANCE_DISK} {shlex.quote(grub_device)}"
+                )
+                try:
+                    g.debug("sh", [link])
+                except RuntimeError as e:
+                    raise ToolError(
+                        f"libguestfs: cannot link {grub_device} to {APPLIANCE_DISK}: {_one_line(str(e))}"
+                    ) from None
+        say(
+            f"{what}: running {command!r} "
+            + ("in the appliance" if in_appliance else "chrooted in the image")
+        )
+        if in_appliance:
+            env = {
+                "SYSROOT": SYSROOT,
+                "DISK": APPLIANCE_DISK,
+                "ROOT_DEV": root_dev,
+                "ESP_DEV": esp_dev or "",
+            }
+            exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            script = (
+                f"export {exports}; cd {SYSROOT} && /bin/sh -c {shlex.quote(command)} 2>&1; "
+                f"echo; echo {_STATUS_MARK}$?"
+            )
+            runner = lambda: g.debug("sh", [script])  # noqa: E731
+        else:
+            if not g.is_file("/bin/sh", followsymlinks=True):
+                raise ToolError(
+                    f"{what}: the image has no /bin/sh, so a command cannot run chrooted in it; "
+                    "ship a shell in the root tree, or run the command in the appliance"
+                )
+            wrapper = f'/bin/sh -c "$1" 2>&1; echo; echo "{_STATUS_MARK}$?"'
+            runner = lambda: g.command(["/bin/sh", "-c", wrapper, "pydiskimg", command])  # noqa: E731
+        try:
+            with _heartbeat(say, f"{what}: still running"):
+                raw_out = runner()
+        except RuntimeError as e:
+            raise ToolError(f"{what}: {command!r} could not run: {_one_line(str(e))}") from None
+        status, output = _split_status(raw_out, what)
+        if status != 0:
+            raise ToolError(
+                f"{what}: {command!r} failed with exit status {status}: "
+                f"{_one_line(output) or '(no output)'}"
+            )
+        try:
+            g.rm_f("/etc/machine-id")
+            g.umount_all()
+            g.shutdown()
+        except RuntimeError as e:
+            raise ToolError(
+                f"libguestfs: cannot unmount the image cleanly: {_one_line(str(e))}"
+            ) from None
+        say(f"{what}: done")
+        return output
+    finally:
+        with contextlib.suppress(Exception):
+            g.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# re-pinning the root filesystem
+# ---------------------------------------------------------------------------------------------
+
+_EXT4_SUPER_OFFSET = 1024
+_EXT4_MAGIC = 0xEF53
+_RO_COMPAT_METADATA_CSUM = 0x0400
+
+
+def _read_super(image_path: str, offset: int) -> Any:
+    from construct import ConstructError
+
+    from .ext4 import structs as ext4_structs
+
+    with open(image_path, "rb") as f:
+        f.seek(offset + _EXT4_SUPER_OFFSET)
+        raw = f.read(ext4_structs.SUPER_BLOCK_SIZE)
+    if len(raw) != ext4_structs.SUPER_BLOCK_SIZE:
+        raise Ext4Error(f"{image_path}: no ext4 superblock at byte {offset + _EXT4_SUPER_OFFSET}")
+    try:
+        sb = ext4_structs.ext4_super_block.parse(raw)
+    except (ConstructError, KeyError, ValueError) as e:
+        raise Ext4Error(f"{image_path}: unreadable superblock: {e}") from None
+    if sb.s_magic != _EXT4_MAGIC:
+        raise Ext4Error(
+            f"{image_path}: s_magic at byte {offset + _EXT4_SUPER_OFFSET + 0x38} is "
+            f"{sb.s_magic:#06x}, expected {_EXT4_MAGIC:#06x}"
+        )
+    return sb
+
+
+def read_kbytes_written(image_path: str | os.PathLike[str], offset: int) -> int:
+    """``s_kbytes_written`` of the ext4 filesystem at ``offset`` (to restore after the stage)."""
+    return int(_read_super(os.fspath(image_path), offset).s_kbytes_written)
+
+
+def _tune2fs_uuid(image_path: str, offset: int, fs_uuid: uuid.UUID) -> None:
+    target = f"{image_path}?offset={offset}" if offset else image_path
+    try:
+        proc = subprocess.run(
+            ["tune2fs", "-f", "-U", str(fs_uuid), target],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+        )
+    except OSError as e:
+        raise ToolError(
+            f"tune2fs: cannot run it ({e.strerror}); install Debian's e2fsprogs"
+        ) from None
+    if proc.returncode != 0:
+        raise ToolError(
+            f"tune2fs -U {fs_uuid} {target} failed (exit {proc.returncode}): "
+            f"{_one_line(proc.stderr or proc.stdout)}"
+        )
+
+
+def repin_ext4(
+    image_path: str | os.PathLike[str],
+    offset: int,
+    fs_uuid: uuid.UUID,
+    *,
+    timestamp: int = 0,
+    kbytes_written: int | None = None,
+) -> None:
+    """Re-pin the ext4 superblock at byte ``offset`` of ``image_path`` after the guest stage.
+
+    What the seed's ``tune2fs -U UUID -c 0 -i 0`` and ``tune2fs -f -T 19700101`` pin, with
+    ``timestamp`` (``SOURCE_DATE_EPOCH``, 0 by default, the seed's 1970-01-01) for every time:
+    ``s_uuid``; ``s_lastcheck``, ``s_mtime`` (mount time) and ``s_wtime`` (write time) with
+    their ``_hi`` bytes; ``s_mnt_count`` 0, ``s_max_mnt_count`` -1 and ``s_checkinterval`` 0;
+    plus what the kernel's mount changed: ``s_last_mounted`` emptied, ``s_kbytes_written`` back
+    to ``kbytes_written`` when given.  A last check not older than the last mount is what
+    resize2fs and tune2fs ask for.  When the UUID itself changed (the command ran ``tune2fs -U``),
+    ``tune2fs -U`` puts it back, which also rewrites the metadata checksums seeded by it.  The
+    superblock checksum is recomputed (metadata_csum).  Backup superblocks are left as the writer
+    made them (the kernel does not touch them either).
+    """
+    from .ext4 import csum as ext4_csum
+    from .ext4 import structs as ext4_structs
+
+    image_path = os.fspath(image_path)
+    sb = _read_super(image_path, offset)
+    ts_lo, ts_hi = timestamp & 0xFFFFFFFF, (timestamp >> 32) & 0xFF
+    if timestamp < 0:
+        raise UsageError(f"SOURCE_DATE_EPOCH: {timestamp} is before 1970")
+
+    def write_times() -> None:
+        cur = _read_super(image_path, offset)
+        cur.s_mtime = cur.s_wtime = cur.s_lastcheck = ts_lo
+        cur.s_mtime_hi = cur.s_wtime_hi = cur.s_lastcheck_hi = ts_hi
+        cur.s_mnt_count = 0
+        cur.s_max_mnt_count = -1
+        cur.s_checkinterval = 0
+        cur.s_last_mounted = bytes(64)
+        if kbytes_written is not None:
+            cur.s_kbytes_written = kbytes_written
+        raw = bytearray(ext4_structs.ext4_super_block.build(cur))
+        if cur.s_feature_ro_compat & _RO_COMPAT_METADATA_CSUM:
+            raw[0x3FC:0x400] = ext4_csum.superblock_csum(raw).to_bytes(4, "little")
+        with open(image_path, "r+b") as f:
+            f.seek(offset + _EXT4_SUPER_OFFSET)
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_times()  # first: a "freshly checked" filesystem, which tune2fs -U requires
+    if bytes(sb.s_uuid) != fs_uuid.bytes:
+        log.info("root filesystem UUID changed in the guest stage: setting it back to %s", fs_uuid)
+        _tune2fs_uuid(image_path, offset, fs_uuid)
+        write_times()  # tune2fs stamped s_wtime with the clock
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole stage, as the pipeline calls it
+# ---------------------------------------------------------------------------------------------
+
+
+def bootloader_stage(
+    image_path: str | os.PathLike[str],
+    *,
+    command: str,
+    root_part: int | None,
+    root_offset: int,
+    esp_part: int | None,
+    fs_uuid: uuid.UUID,
+    deterministic: bool,
+    timestamp: int,
+    mem_size: int = 1024,
+    grub_device: str | None = None,
+    in_appliance: bool = False,
+    progress: ProgressFn | None = None,
+) -> str:
+    """:func:`run_in_guest`, then (deterministic mode) :func:`repin_ext4` of the root filesystem.
+
+    ``root_offset`` is the root filesystem's byte offset in the image (0 for a whole-disk
+    filesystem).  ``s_kbytes_written`` is read before the stage and restored after it, so the
+    superblock fields the stage touches come back exactly as the writer made them, the UUID and
+    times pinned.  Returns the command's output.
+    """
+    image_path = os.fspath(image_path)
+    before = read_kbytes_written(image_path, root_offset) if deterministic else None
+    output = run_in_guest(
+        image_path,
+        root_part=root_part,
+        esp_part=esp_part,
+        command=command,
+        mem_size=mem_size,
+        grub_device=grub_device,
+        in_appliance=in_appliance,
+        progress=progress,
+    )
+    if deterministic:
+        repin_ext4(image_path, root_offset, fs_uuid, timestamp=timestamp, kbytes_written=before)
+    return output
