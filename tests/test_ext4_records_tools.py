@@ -157,3 +157,42 @@ def blocks_of(img: Path, path: str) -> list[int]:
 
 def fs_uuid_bytes() -> bytes:
     return uuid.UUID(FS_UUID).bytes
+
+
+def install_dir(img: Path, path: str, data: bytes, indexed: bool, extra_cmds: tuple[str, ...] = ()) -> None:
+    """Replace the blocks of directory ``path`` in ``img`` by ``data`` (logical blocks 0..):
+    grow it with debugfs ``expand_dir`` (or punch the tail), write the bytes at the physical
+    blocks debugfs reports, set EXT4_INDEX_FL as asked (debugfs rewrites the inode checksum)."""
+    bs = BS
+    need = len(data) // bs
+    have = len(blocks_of(img, path))
+    cmds: list[str] = []
+    if need > have:
+        cmds += [f"expand_dir {path}"] * (need - have)
+    elif need < have:
+        cmds += [f"punch {path} {need}", f"sif {path} size {need * bs}"]
+    cmds.append(f"sif {path} flags {0x81000 if indexed else 0x80000:#x}")
+    cmds += list(extra_cmds)
+    debugfs(img, *cmds, write=True)
+    blocks = blocks_of(img, path)
+    assert len(blocks) == need, (len(blocks), need)
+    with open(img, "r+b") as f:
+        for i, b in enumerate(blocks):
+            f.seek(b * bs)
+            f.write(data[i * bs : (i + 1) * bs])
+
+
+def ls_names(img: Path, path: str) -> list[tuple[bytes, int]]:
+    """(name, inode) of every entry debugfs ``ls -p`` lists (. and .. excluded)."""
+    out = debugfs(img, f"ls -p {path}")
+    res = []
+    for ln in out.split(b"\n"):
+        if not ln.startswith(b"/"):
+            continue
+        parts = ln.split(b"/")
+        # /ino/mode/uid/gid/name/size/  (names may contain '/'-free bytes only)
+        ino = int(parts[1])
+        name = b"/".join(parts[5:-2])
+        if ino and name not in (b".", b".."):
+            res.append((name, ino))
+    return res
