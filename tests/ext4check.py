@@ -436,7 +436,16 @@ MKFS_LOSSES: dict[str, object] = {
 }
 
 
-def assert_tree_matches(
+def assert_tree_matches(image: str | os.PathLike[str], source: object, offset: int = 0,
+                        **kw: object) -> dict[bytes, Entry]:
+    """The image holds exactly the source tree (see :func:`tree_differences` for the
+    parameters).  Returns the image tree read back."""
+    problems, got = tree_differences(image, source, offset, **kw)  # type: ignore[arg-type]
+    assert not problems, f"{image}: {len(problems)} differences:\n" + "\n".join(problems[:60])
+    return got
+
+
+def tree_differences(
     image: str | os.PathLike[str],
     source: str | os.PathLike[str] | bytes | dict[bytes, Entry],
     offset: int = 0,
@@ -449,8 +458,8 @@ def assert_tree_matches(
     clamp_mtime_ns: int | None = None,
     all_root: bool = False,
     ignore: Iterable[bytes] = (b"/lost+found",),
-) -> dict[bytes, Entry]:
-    """The image holds exactly the source tree.
+) -> tuple[list[str], dict[bytes, Entry]]:
+    """Every difference between the image and the source tree, and the image tree read back.
 
     ``source``: a folder (read here with ``os.lstat`` etc.) or a dict from
     :func:`expected_from_source` (possibly merged and edited, e.g. for ``contents``).
@@ -459,7 +468,6 @@ def assert_tree_matches(
     atime = ctime = crtime = mtime; ``None`` skips them.  ``overrides``: image path -> fields
     (``mode``, ``uid``, ``gid``) replacing the source's.  ``ignore``: paths the writer adds
     (lost+found: checked to be a root-owned 0700 folder unless the source has one).
-    Returns the image tree read back.
     """
     exp = dict(expected_from_source(source)) if not isinstance(source, dict) else dict(source)
     got = read_image_tree(image, offset)
@@ -546,8 +554,7 @@ def assert_tree_matches(
     if pe != pg:
         diff = [s for s in pg if s not in pe][:5]
         problems.append(f"hardlink groups differ, e.g. image has {diff}")
-    assert not problems, f"{image}: {len(problems)} differences:\n" + "\n".join(problems[:60])
-    return got
+    return problems, got
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
