@@ -24,13 +24,15 @@ from .source import Source
 @contextlib.contextmanager
 def fat_fd(src: Source, offset: int, size: int) -> Iterator[tuple[int, int]]:
     """(fd, offset) through which the FAT reader sees the volume at ``offset`` of ``src``."""
-    if src.extents is None and src.format in ("raw", "vhd-fixed"):
+    if getattr(src, "extents", 0) is None and getattr(src, "format", "") in ("raw", "vhd-fixed"):
         yield src.fd, offset
         return
     fd = os.memfd_create("pydiskimg-fat", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, size)
-        for off, n in src.data_ranges(offset, offset + size):
+        ranges = (src.data_ranges(offset, offset + size) if hasattr(src, "data_ranges")
+                  else [(offset, size)])
+        for off, n in ranges:
             pos = off
             while pos < off + n:
                 k = min(1 << 24, off + n - pos)
