@@ -144,7 +144,8 @@ class Build:
             tree = self._subtree(tree, s.store_dir)
         else:
             if s.contents:
-                apply_contents(tree, s.contents, tree_root=s.root, timestamp=s.timestamp)
+                apply_contents(tree, s.contents, tree_root=s.root, timestamp=s.timestamp,
+                               clamp_mtime=clamp, deterministic=s.deterministic)
             # the seed's VM script always makes /etc/nixos, and copies configFile into it
             nixos = self._mkdirs(tree, b"etc/nixos")
             if s.config_file:
@@ -279,25 +280,28 @@ class Build:
 
         s = self.spec
         lay = self.disk_layout
-        out = guestfs.run_in_guest(
+        out = guestfs.bootloader_stage(
             raw,
-            root_part=lay.root_number if lay is not None else None,
-            esp_part=lay.esp_number if (lay is not None and s.has_esp) else None,
             command=s.install_bootloader,
+            root_part=lay.root_number if lay is not None else None,
+            root_offset=self.root_offset,
+            esp_part=lay.esp_number if (lay is not None and s.has_esp) else None,
+            fs_uuid=self.fs_uuid,
+            deterministic=s.deterministic,
+            timestamp=s.timestamp,
             mem_size=s.mem_size,
             grub_device=s.grub_device,
+            in_appliance=s.bootloader_in_appliance,
             progress=self.progress.say,
         )
         if out:
             log.info("bootloader stage output:\n%s", out)
-        if s.deterministic:
-            guestfs.repin_ext4(raw, self.root_offset, self.fs_uuid)
 
     def convert(self, raw: str, final: str) -> None:
         from . import qemu
 
-        disk_guid = self.disk_layout.disk_guid if self.disk_layout is not None and hasattr(
-            self.disk_layout, "disk_guid") and self.disk_layout.disk_guid else self.fs_uuid
+        lay = self.disk_layout
+        disk_guid = lay.disk_guid if lay is not None and lay.disk_guid else self.fs_uuid
         qemu.convert(raw, final, self.spec.format, deterministic=self.spec.deterministic,
                      disk_guid=disk_guid, timestamp=self.spec.timestamp)
         os.unlink(raw)

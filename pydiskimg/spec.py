@@ -64,6 +64,7 @@ class ImageSpec:
     clamp_mtime: bool = False
     all_root: bool = False
     grub_device: str | None = None
+    bootloader_in_appliance: bool = False
 
     @property
     def effective_label(self) -> str:
@@ -112,6 +113,7 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "sourceDateEpoch": ("source_date_epoch", "--source-date-epoch", "int", "filesystem times (default $SOURCE_DATE_EPOCH, else 0)"),
     "clampMtime": ("clamp_mtime", "--clamp-mtime", "bool", "clamp file mtimes to sourceDateEpoch"),
     "allRoot": ("all_root", "--all-root", "bool", "make every file owned by root (trees staged by an unprivileged user)"),
+    "bootLoaderInAppliance": ("bootloader_in_appliance", "--bootloader-in-appliance", "bool", "run installBootLoader with the appliance's own tools (e.g. extlinux) instead of chrooted in the image"),
     "grubDevice": ("grub_device", "--grub-device", "str", "the seed's boot.loader.grub.device link made during the bootloader stage"),
 }
 

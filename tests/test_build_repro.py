@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from imgcheck import sha256
 
 TABLES = ["none", "legacy", "legacy+gpt", "efi", "hybrid"]

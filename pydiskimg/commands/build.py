@@ -8,7 +8,7 @@ import sys
 
 from ..spec import FIELDS, NIX_ONLY, load
 
-_BOOL_FLAGS = {"touchEFIVars", "onlyNixStore", "clampMtime", "allRoot"}
+_BOOL_FLAGS = {"touchEFIVars", "onlyNixStore", "clampMtime", "allRoot", "bootLoaderInAppliance"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
