@@ -389,11 +389,30 @@ def min_fitting_disk(table: str, boot_size: str | PartedLocation = "256M") -> in
     return _min_fitting_sectors(table, _boot(table, boot_size)) * SECTOR
 
 
-def _min_boot_size(table: str, boot: PartedLocation) -> str:
+def _roomy(boot: PartedLocation) -> int:
+    """A disk size (sectors) with room to spare for a layout with this boot size."""
+    return max(1 << 22, 4 * int(boot.approx_bytes) // SECTOR + (1 << 20))
+
+
+@lru_cache(maxsize=1)
+def _max_legacy_sectors() -> int:
+    """The largest disk (sectors) the seed's msdos script can partition."""
+    boot = parse_boot_size("256M")
+    lo, hi = _min_fitting_sectors("legacy", boot), 1 << 34
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits("legacy", mid, boot):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _min_boot_size(table: str) -> str:
     """The smallest whole-MB ``bootSize`` the seed's script accepts (for error messages)."""
-    for mb in range(1, 100000):
+    for mb in range(1, 1000):
         cand = parse_boot_size(f"{mb}M")
-        if _fits(table, 1 << 40, cand):
+        if _fits(table, _roomy(cand), cand):
             return f"{mb}M"
     return "?"  # pragma: no cover
 
@@ -425,11 +444,17 @@ def plan_layout(
     try:
         made = _run_seed_script(table, sectors, boot)
     except pm.PartedFailure as e:
-        if not _fits(table, 1 << 40, boot):
+        if table == "legacy" and sectors > _max_legacy_sectors():
+            raise UsageError(
+                f"diskSize (--disk-size): {disk_bytes} bytes is too large for the legacy (MBR) "
+                f"layout: an MBR partition holds at most 2^32 - 1 sectors, so the seed's parted "
+                f"script fails above {_max_legacy_sectors() * SECTOR} bytes; use legacy+gpt"
+            ) from None
+        if table in ("efi", "hybrid") and not _fits(table, _roomy(boot), boot):
             raise UsageError(
                 f"bootSize (--boot-size): {boot.text!r} is too small for the {table} layout "
                 f"(the ESP starts at 8 MiB; parted reads {boot.text!r} as about "
-                f"{format_bytes(int(boot.approx_bytes))}): at least {_min_boot_size(table, boot)!r} is needed"
+                f"{format_bytes(int(boot.approx_bytes))}): at least {_min_boot_size(table)!r} is needed"
             ) from None
         need = _min_fitting_sectors(table, boot) * SECTOR
         log.debug("parted would fail: %s", e)
@@ -464,9 +489,11 @@ def plan_layout(
 def reserved_space(table: str, boot_size: str | PartedLocation = "256M") -> int:
     """Bytes of a whole-MiB disk outside the root partition (``disk − root``).
 
-    The same for every whole-MiB disk size that fits: the root partition starts where the
-    script puts it and ends 1 MiB before the disk's end (parted's ``-1`` = 1 MB before the end,
-    snapped to the 1 MiB grid).  0 for ``none``.
+    The same for every whole-MiB disk size from one MiB above the smallest whole-MiB size that
+    fits (at that smallest size parted may give up alignment and end the root partition
+    elsewhere): the root partition starts where the script puts it and ends 1 MiB before the
+    disk's end (parted's ``-1`` = 1 MB before the end, snapped to the 1 MiB grid).  0 for
+    ``none``.  :func:`min_disk_size` checks its answer with :func:`plan_layout` in any case.
     """
     _check_table(table)
     if table == "none":
