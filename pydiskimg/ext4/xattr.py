@@ -35,6 +35,10 @@ _PREFIXES = ((b"user.", 1), (b"trusted.", 4), (b"security.", 6), (b"system.", 7)
 _INDEX_PREFIX = {1: b"user.", 2: b"system.posix_acl_access", 3: b"system.posix_acl_default",
                  4: b"trusted.", 6: b"security.", 7: b"system."}
 
+#: Which attributes get the inode body first (then first fit): those the kernel reads on
+#: every access (SELinux label, ACLs, file capabilities), then system, trusted, user.
+_INLINE_PRIORITY = {6: 0, 2: 1, 3: 2, 7: 3, 4: 4, 1: 5}
+
 ACL_USER_OBJ = 0x01
 ACL_USER = 0x02
 ACL_GROUP_OBJ = 0x04
@@ -195,8 +199,12 @@ def encode_xattrs(
     ``xattrs`` are ``(full name, value)`` pairs (``b"user.x"``, ``b"security.selinux"``,
     ``b"system.posix_acl_access"``; ACL values in VFS form are converted).  ``inline_space``
     is the room after ``i_extra_isize`` (96 for 256-byte inodes with extra_isize 32), 4-byte
-    magic included.  Attributes are taken in (index, name_len, name) order and each goes into
-    the inode if it still fits there (first fit), else into the block.
+    magic included.  Attributes are taken security.* first, then the ACLs, system.*,
+    trusted.*, user.* (within each, by name_len then name); each goes into the inode if it
+    still fits there (first fit), else into the block, where entries are sorted by
+    (index, name_len, name) as the kernel requires.  (mke2fs fills the inode in listxattr
+    order; any split is valid, this one keeps the attributes the kernel reads on every
+    access in the inode and does not depend on listing order.)
 
     Returns the bytes for the inode from ``0x80 + i_extra_isize`` (exactly ``inline_space``
     bytes, or ``b""`` when nothing is stored inline) and the block's content (or None).
@@ -209,7 +217,7 @@ def encode_xattrs(
     inline: list[tuple[int, bytes, bytes]] = []
     rest: list[tuple[int, bytes, bytes]] = []
     used = 4 + 4  # magic + terminator
-    for e in ents:
+    for e in sorted(ents, key=lambda e: (_INLINE_PRIORITY[e[0]], _sort_key(e))):
         need = entry_len(len(e[1])) + value_len(len(e[2]))
         if need > block_room:
             raise UsageError(
@@ -222,6 +230,7 @@ def encode_xattrs(
             used += need
         else:
             rest.append(e)
+    rest.sort(key=_sort_key)
     blk = None
     if rest:
         blk = BlockXattrs(tuple(rest))
