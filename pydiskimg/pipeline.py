@@ -40,6 +40,8 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.times: dict[str, float] = {}
         self._bar_last = 0.0
+        self._bar_start: float | None = None
+        self._bar_shown = False
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
     def say(self, text: str) -> None:
@@ -58,9 +60,15 @@ class Progress:
         if self.quiet or total <= 0:
             return
         now = time.monotonic()
-        step = 0.2 if self._tty else 10.0
-        if done < total and now - self._bar_last < step:
+        if self._bar_start is None or done == 0:
+            self._bar_start = now
+        # only for copies long enough to wait for: after the first second
+        if not self._bar_shown and (done >= total or now - self._bar_start < 1.0):
             return
+        step = 0.2 if self._tty else 10.0
+        if done < total and self._bar_shown and now - self._bar_last < step:
+            return
+        self._bar_shown = done < total
         self._bar_last = now
         frac = done / total
         width = 30
@@ -112,7 +120,7 @@ class Build:
                 shutil.rmtree(out_dir, ignore_errors=True)
             raise
         self.summary["stages"] = dict(p.times)
-        p.say(f"wrote {self.spec.output}")
+        p.say(f"wrote {os.path.normpath(self.spec.output)}")
         return self.summary
 
     def _write_all(self, out_dir: str) -> None:

@@ -85,7 +85,7 @@ class ImageSpec:
 # key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path
 FIELDS: dict[str, tuple[str, str, str, str]] = {
     "root": ("root", "--root", "path", "the staged root tree (folder)"),
-    "output": ("output", "-o/--output", "str", "the image file to write"),
+    "output": ("output", "-o/--output", "path", "the image file to write"),
     "name": ("name", "--name", "str", "without -o, the image goes to NAME/nixos.img (.qcow2, .vdi, .vhd) as in the seed's $out"),
     "diskSize": ("disk_size", "--disk-size", "disksize", "'auto' or a size as `truncate -s` reads it; a bare integer is MiB"),
     "additionalSpace": ("additional_space", "--additional-space", "size", "room added to an auto-sized disk (binary units)"),
