@@ -68,6 +68,8 @@ class Difference:
 def _show(v: Any) -> str:
     if v is None:
         return "(none)"
+    if v == "":
+        return "''"
     if isinstance(v, bytes):
         if len(v) > 48:
             return f"<{len(v)} bytes>"
