@@ -1,0 +1,332 @@
+"""The ext4 writer, judged by the reference tools: e2fsck -fn (silent), dumpe2fs (same
+features and geometry as mkfs.ext4 -b 4096), debugfs (the tree reads back), resize2fs and
+tune2fs (they accept and keep it clean), and mke2fs itself (an empty filesystem is
+byte-identical to mkfs.ext4's but for the I/O counter)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ext4check
+from pydiskimg.errors import DoesNotFitError, SourceError, UsageError
+from pydiskimg.ext4 import Ext4Options, make_filesystem, plan, write
+from pydiskimg.io import Image
+from pydiskimg.tree import scan
+
+MiB = 1 << 20
+GiB = 1 << 30
+U = "01234567-89ab-4def-8123-456789abcdef"
+H = "11111111-2222-4333-8444-555555555555"
+ENV = {**os.environ, "LC_ALL": "C"}
+
+
+def dumpe2fs(img: Path, header_only: bool = True) -> str:
+    args = ["dumpe2fs"] + (["-h"] if header_only else []) + [str(img)]
+    return subprocess.run(args, check=True, capture_output=True, text=True, env=ENV).stdout
+
+
+def mkfs(img: Path, size: int, *extra: str, env: dict[str, str] | None = None) -> None:
+    with open(img, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-b", "4096", "-F", *extra, str(img)], check=True,
+                   capture_output=True, env=env or ENV)
+
+
+# fields of dumpe2fs -h that depend on identity, time, contents or I/O, not on the geometry
+_VARYING = {
+    "Filesystem UUID", "Filesystem created", "Last mount time", "Last write time",
+    "Last checked", "Lifetime writes", "Free blocks", "Free inodes", "Directory Hash Seed",
+    "Checksum", "Journal checksum", "Filesystem volume name", "Mount count", "Journal start",
+}
+
+
+def header_fields(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z][^:]*):\s*(.*)$", line)
+        if m and m.group(1) not in _VARYING:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+_LAYOUT_RE = re.compile(
+    r"(Primary superblock at \d+|Backup superblock at \d+|Group descriptors at [\d-]+"
+    r"|Reserved GDT blocks at [\d-]+|Block bitmap at \d+|Inode bitmap at \d+"
+    r"|Inode table at [\d-]+)"
+)
+
+
+def group_layout(text: str) -> list[str]:
+    return _LAYOUT_RE.findall(text)
+
+
+def empty_tree(tmp: Path) -> Path:
+    d = tmp / "empty"
+    d.mkdir(exist_ok=True)
+    os.chmod(d, 0o755)
+    os.utime(d, ns=(1000 * 10**9, 1000 * 10**9))
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# empty filesystems: byte-identical to mke2fs's
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [8 * MiB, 64 * MiB, 1 * GiB])
+def test_empty_fs_identical_to_mkfs(tmp_path: Path, size: int) -> None:
+    ref = tmp_path / "mkfs.img"
+    mkfs(ref, size, "-U", U, "-E", f"hash_seed={H}", env={**ENV, "E2FSPROGS_FAKE_TIME": "1000"})
+    ours = tmp_path / "ours.img"
+    tree = scan(empty_tree(tmp_path), all_root=True)
+    make_filesystem(tree, ours, size, Ext4Options(uuid=uuid.UUID(U), hash_seed=uuid.UUID(H),
+                                                  timestamp=1000))
+    a = np.fromfile(ref, dtype=np.uint8)
+    b = np.fromfile(ours, dtype=np.uint8)
+    assert len(a) == len(b)
+    diff = np.nonzero(a != b)[0]
+    # only s_kbytes_written (mke2fs counts its own I/O) and so s_checksum, in every copy
+    p = plan(tree, size, Ext4Options(uuid=uuid.UUID(U)))
+    sb_offsets = [1024] + [g * p.params.bpg * 4096 for g in
+                           __import__("pydiskimg.ext4.geometry", fromlist=["x"]).backup_groups(
+                               p.params.groups)]
+    allowed = set()
+    for o in sb_offsets:
+        allowed.update(range(o + 0x178, o + 0x180))
+        allowed.update(range(o + 0x3FC, o + 0x400))
+    unexpected = [int(x) for x in diff if int(x) not in allowed]
+    assert not unexpected, f"bytes differ at {[hex(x) for x in unexpected[:20]]}"
+    ext4check.assert_fsck_clean(ours)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry and features equal mkfs.ext4's for the same size, e2fsck silent
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [8 * MiB, 1 * GiB, 21 * GiB + 12345 * 4096])
+def test_same_geometry_as_mkfs(tmp_path: Path, small_tree: Path, size: int) -> None:
+    ref = tmp_path / "mkfs.img"
+    mkfs(ref, size)
+    ours = tmp_path / "ours.img"
+    make_filesystem(scan(small_tree), ours, size)
+    try:
+        ext4check.assert_fsck_clean(ours)
+        assert header_fields(dumpe2fs(ours)) == header_fields(dumpe2fs(ref))
+        full_ref, full_ours = dumpe2fs(ref, False), dumpe2fs(ours, False)
+        assert group_layout(full_ours) == group_layout(full_ref)
+        if size > 16 * 128 * MiB:
+            assert len(re.findall(r"^Group \d+:", full_ours, re.M)) > 16
+        ext4check.assert_tree_matches(ours, os.fsencode(small_tree))
+    finally:
+        ref.unlink()
+        ours.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# the torture tree reads back; tools accept the result
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torture_image(tmp_path_factory: pytest.TempPathFactory, _torture_base: Path) -> Path:
+    img = tmp_path_factory.mktemp("t") / "torture.img"
+    make_filesystem(scan(_torture_base), img)
+    return img
+
+
+def test_torture_fsck_clean_and_reads_back(torture_image: Path, _torture_base: Path) -> None:
+    ext4check.assert_fsck_clean(torture_image)
+    ext4check.assert_tree_matches(torture_image, os.fsencode(_torture_base))
+
+
+def test_resize2fs_grow(tmp_path: Path, torture_image: Path) -> None:
+    img = tmp_path / "grow.img"
+    shutil.copyfile(torture_image, img)
+    with open(img, "r+b") as f:
+        f.truncate(3 * GiB)
+    r = subprocess.run(["resize2fs", str(img)], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ext4check.assert_fsck_clean(img)
+    assert "Block count:              786432" in dumpe2fs(img)
+
+
+def test_tune2fs_new_uuid(tmp_path: Path, torture_image: Path) -> None:
+    img = tmp_path / "uuid.img"
+    shutil.copyfile(torture_image, img)
+    new = "4b1d7a6e-2c1f-4e5a-9d3b-0a1b2c3d4e5f"
+    r = subprocess.run(["tune2fs", "-U", new, str(img)], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ext4check.assert_fsck_clean(img)
+    assert new in dumpe2fs(img)
+
+
+def test_deterministic(tmp_path: Path, small_tree: Path) -> None:
+    shas = []
+    for i in range(2):
+        img = tmp_path / f"d{i}.img"
+        make_filesystem(scan(small_tree), img, None, Ext4Options(timestamp=1234567890))
+        shas.append(hashlib.sha256(img.read_bytes()).hexdigest())
+    assert shas[0] == shas[1]
+
+
+def test_write_at_offset(tmp_path: Path, small_tree: Path) -> None:
+    p = plan(scan(small_tree), None, Ext4Options())
+    img = tmp_path / "disk.img"
+    off = 1 * MiB
+    image = Image.create(img, off + p.size)
+    try:
+        write(p, image.view(off))
+    finally:
+        image.close()
+    ext4check.assert_fsck_clean(img, off)
+    ext4check.assert_tree_matches(img, os.fsencode(small_tree), off)
+
+
+# ---------------------------------------------------------------------------------------------
+# sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_auto_size_leaves_reserve_and_additional_space(tmp_path: Path, small_tree: Path) -> None:
+    img = tmp_path / "a.img"
+    p = make_filesystem(scan(small_tree), img)
+    h = dumpe2fs(img)
+    free = int(re.search(r"Free blocks:\s+(\d+)", h).group(1))
+    reserved = int(re.search(r"Reserved block count:\s+(\d+)", h).group(1))
+    assert free >= reserved
+    assert p.size == 8 * MiB  # the smallest filesystem with a journal holds this tree
+    img2 = tmp_path / "b.img"
+    make_filesystem(scan(small_tree), img2, additional_space=100 * MiB)
+    h2 = dumpe2fs(img2)
+    free2 = int(re.search(r"Free blocks:\s+(\d+)", h2).group(1))
+    reserved2 = int(re.search(r"Reserved block count:\s+(\d+)", h2).group(1))
+    assert free2 - reserved2 >= 100 * MiB // 4096
+    ext4check.assert_fsck_clean(img2)
+
+
+def test_auto_size_many_files_is_tight(tmp_path: Path) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"f{i:05d}").write_bytes(b"x" * (i % 9000))
+    img = tmp_path / "m.img"
+    p = make_filesystem(scan(src), img)
+    ext4check.assert_fsck_clean(img)
+    h = dumpe2fs(img)
+    free = int(re.search(r"Free blocks:\s+(\d+)", h).group(1))
+    reserved = int(re.search(r"Reserved block count:\s+(\d+)", h).group(1))
+    assert 0 <= free - reserved
+    # one block less does not fit with the reserve kept free
+    with pytest.raises(DoesNotFitError) as ei:
+        plan(scan(src), p.size - free * 4096 + reserved * 4096 - 2 * 1024 * 1024, Ext4Options())
+    assert ei.value.needed <= p.size
+
+
+def test_fixed_size_too_small(tmp_path: Path, small_tree: Path) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "blob").write_bytes(os.urandom(20 * MiB))
+    with pytest.raises(DoesNotFitError) as ei:
+        make_filesystem(scan(big), tmp_path / "x.img", 16 * MiB)
+    assert not (tmp_path / "x.img").exists()
+    assert ei.value.needed > 20 * MiB
+    p = make_filesystem(scan(big), tmp_path / "y.img", ei.value.needed)
+    ext4check.assert_fsck_clean(tmp_path / "y.img")
+    assert p.size <= ei.value.needed
+
+
+def test_bad_label() -> None:
+    with pytest.raises(UsageError, match="label"):
+        Ext4Options(label="x" * 17).label_bytes()
+
+
+def test_source_changed_size(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    src.mkdir()
+    f = src / "grows"
+    f.write_bytes(b"a" * 5000)
+    tree = scan(src)
+    f.write_bytes(b"a" * 9000)
+    with pytest.raises(SourceError, match="grows"):
+        make_filesystem(tree, tmp_path / "o.img")
+    assert not (tmp_path / "o.img").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# random trees
+# ---------------------------------------------------------------------------------------------
+
+_names = st.text(alphabet="abcdefghij_-.ü", min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..")
+)
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> list[tuple[str, str, object]]:
+    n = draw(st.integers(1, 25))
+    items: list[tuple[str, str, object]] = []
+    dirs = [""]
+    for _ in range(n):
+        parent = draw(st.sampled_from(dirs))
+        name = draw(_names)
+        path = f"{parent}/{name}" if parent else name
+        if any(p == path for _k, p, _v in items):
+            continue
+        kind = draw(st.sampled_from(["dir", "file", "sparse", "link", "hard"]))
+        if kind == "dir":
+            dirs.append(path)
+            items.append(("dir", path, None))
+        elif kind == "file":
+            items.append(("file", path, draw(st.integers(0, 70000))))
+        elif kind == "sparse":
+            items.append(("sparse", path, draw(st.lists(st.integers(0, 60), min_size=1, max_size=8))))
+        elif kind == "link":
+            items.append(("link", path, draw(st.integers(1, 200))))
+        else:
+            items.append(("hard", path, None))
+    return items
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=trees())
+def test_random_trees(tmp_path_factory: pytest.TempPathFactory, items: list) -> None:
+    tmp = tmp_path_factory.mktemp("rand")
+    src = tmp / "src"
+    src.mkdir()
+    files = []
+    for kind, path, v in items:
+        p = src / path
+        if not p.parent.is_dir():
+            continue
+        if kind == "dir":
+            p.mkdir()
+        elif kind == "file":
+            p.write_bytes(bytes((i * 7) & 0xFF for i in range(v)))  # type: ignore[arg-type]
+            files.append(p)
+        elif kind == "sparse":
+            with open(p, "wb") as f:
+                for blk in v:  # type: ignore[union-attr]
+                    f.seek(blk * 4096 * 3)
+                    f.write(b"data%d" % blk)
+            files.append(p)
+        elif kind == "link":
+            os.symlink("t" * v, p)  # type: ignore[operator]
+        elif kind == "hard" and files:
+            os.link(files[0], p)
+    img = tmp / "r.img"
+    make_filesystem(scan(src), img)
+    ext4check.assert_fsck_clean(img)
+    ext4check.assert_tree_matches(img, os.fsencode(src))
+    shutil.rmtree(tmp)
