@@ -451,10 +451,19 @@ def plan_layout(
                 f"script fails above {_max_legacy_sectors() * SECTOR} bytes; use legacy+gpt"
             ) from None
         if table in ("efi", "hybrid") and not _fits(table, _roomy(boot), boot):
+            smallest = _min_boot_size(table)
+            if boot.approx_bytes >= parse_boot_size(smallest).approx_bytes:
+                raise UsageError(
+                    f"bootSize (--boot-size): the seed's parted script cannot lay out the {table} "
+                    f"layout with bootSize {boot.text!r} at any disk size (parted reads it as sector "
+                    f"{boot.sector()} with a tolerance of {boot.radius()} sectors, off the 1 MiB grid, "
+                    f"and the root partition cannot start where the ESP ends); give it in M (MB) "
+                    f"or MiB, e.g. '256M'"
+                ) from None
             raise UsageError(
                 f"bootSize (--boot-size): {boot.text!r} is too small for the {table} layout "
                 f"(the ESP starts at 8 MiB; parted reads {boot.text!r} as about "
-                f"{format_bytes(int(boot.approx_bytes))}): at least {_min_boot_size(table)!r} is needed"
+                f"{format_bytes(int(boot.approx_bytes))}): at least {smallest!r} is needed"
             ) from None
         need = _min_fitting_sectors(table, boot) * SECTOR
         log.debug("parted would fail: %s", e)
