@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ext4_records_tools import (
     BS,
+    HASH_SEED,
     RawImage,
     assert_fsck_clean,
-    HASH_SEED,
     blocks_of,
     debugfs,
     e2fsck_output,
@@ -161,12 +161,7 @@ def test_htree_with_dx_nodes_20000_names(base: tuple[Path, RawImage], tmp_path: 
 
 #: half_md4 collisions under the test hash seed (HASH_SEED, signed): pairs of names with the
 #: same major hash (found by a birthday search; test_collision_pairs checks them against debugfs)
-COLLIDING = [tuple(p.split(",")) for p in (
-    "c0129435,c0202618 c0262510,c0266468 c0013202,c0226390 c0082529,c0150278 "
-    "c0080202,c0190379 c0113302,c0236234 c0143155,c0195809 c0007047,c0223312 "
-    "c0105442,c0148150 c0183864,c0278614 c0017763,c0146316 c0103693,c0152836 "
-    "c0157924,c0264240 c0153820,c0210158 c0095842,c0290979 c0256515,c0273993"
-).split()]
+COLLIDING = [tuple(p.split(",")) for p in ["c0129435,c0202618", "c0262510,c0266468", "c0013202,c0226390", "c0082529,c0150278", "c0080202,c0190379", "c0113302,c0236234", "c0143155,c0195809", "c0007047,c0223312", "c0105442,c0148150", "c0183864,c0278614", "c0017763,c0146316", "c0103693,c0152836", "c0157924,c0264240", "c0153820,c0210158", "c0095842,c0290979", "c0256515,c0273993"]]
 
 
 @needs_e2fsprogs
@@ -194,7 +189,7 @@ def test_htree_collision_run_across_leaves(base: tuple[Path, RawImage], tmp_path
         d = build_dir([(n, 20, 1) for n in names], 12, 2, block_size=BS, csum_seed=SEED,
                       gen=0, hash_seed_words=seed)
         count = struct.unpack_from("<H", d.data, 0x22)[0]
-        hashes = struct.unpack_from("<%dI" % count, d.data, 0x20)[1:]
+        hashes = struct.unpack_from(f"<{count}I", d.data, 0x20)[1:]
         if any(h & 1 for h in hashes):
             break
     else:

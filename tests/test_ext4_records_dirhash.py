@@ -84,7 +84,7 @@ def test_against_debugfs(blank_img: Path, version: int, unsigned: bool, seed: st
 @needs_e2fsprogs
 def test_signedness_matters(blank_img: Path) -> None:
     """Negative control: names with bytes >= 0x80 hash differently in the other variant."""
-    names = ["äöü-%d" % i for i in range(50)]
+    names = [f"äöü-{i}" for i in range(50)]
     enc = [n.encode() for n in names]
     expected = _debugfs_hashes(blank_img, enc, 1, HASH_SEED)
     words = _seed_words(HASH_SEED)

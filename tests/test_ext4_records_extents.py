@@ -201,7 +201,7 @@ def test_random_runs(gaps: list[tuple[int, int]], gen: int, bs: int) -> None:
     assert hdr.eh_magic == 0xF30A and hdr.eh_max == 4 and hdr.eh_entries <= 4
     blocks = dict(tree)
     assert sorted(blocks) == tree_blocks
-    for p, data in tree:
+    for _p, data in tree:
         assert len(data) == bs
         h = ext4_extent_header.parse(data[:12])
         assert h.eh_max == (bs - 12) // 12

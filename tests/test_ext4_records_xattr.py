@@ -152,7 +152,7 @@ def test_block_identical_to_mkfs(ref: tuple[Path, Path, RawImage]) -> None:
         _vals, blk_nr, ents = on_disk_xattrs(r, ino_of(img, "/" + path))
         assert blk_nr
         on_disk = r.block(blk_nr)
-        for idx, name, _o, _s, h, val in ents:
+        for _idx, name, _o, _s, h, val in ents:
             assert entry_hash(name, val) == h, name  # e2fsprogs' e_hash
         b = BlockXattrs(tuple((e[0], e[1], e[5]) for e in ents))
         refcount = struct.unpack_from("<I", on_disk, 4)[0]
@@ -162,7 +162,7 @@ def test_block_identical_to_mkfs(ref: tuple[Path, Path, RawImage]) -> None:
         mine[0xC:0x10] = b"\0\0\0\0"
         # an empty value: the kernel stores e_value_offs 0, libext2fs the current value end
         off = 32
-        for idx, name, voff, vsz, _h, _val in ents:
+        for _idx, name, voff, vsz, _h, _val in ents:
             if vsz == 0:
                 assert struct.unpack_from("<H", mine, off + 2)[0] == 0
                 struct.pack_into("<H", mine, off + 2, voff)

@@ -193,10 +193,7 @@ def _pack_words(
     valid = pos[None, :] < np.minimum(lens, width)[:, None]
     idx = np.where(valid, idx, 0)
     byt = flat[idx]
-    if unsigned:
-        c = byt.astype(np.int64)
-    else:
-        c = byt.view(np.int8).astype(np.int64)
+    c = byt.astype(np.int64) if unsigned else byt.view(np.int8).astype(np.int64)
     c = np.where(valid, c, 0).reshape(n, nwords, 4)
     s4 = (c[:, :, 0] << 24) + (c[:, :, 1] << 16) + (c[:, :, 2] << 8) + c[:, :, 3]
     m = np.clip(lens[:, None] - 4 * np.arange(nwords, dtype=np.int64)[None, :], 0, 4)
