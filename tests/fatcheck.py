@@ -42,7 +42,7 @@ def mkfs_vfat(path: str | Path, size: int, *args: str) -> None:
 
 
 _ENTRY = re.compile(
-    r"^(?P<base>.{8}) (?P<ext>.{3}) +(?P<size><DIR>|\d+) (?P<date>\d{4}-\d\d-\d\d) +(?P<time>\d+:\d\d) ?(?: (?P<long>.+))?$"
+    r"^(?P<base>.{8}) (?P<ext>.{3}) +(?P<size><DIR>|\d+) +(?P<date>\d{4}-\d\d-\d\d) +(?P<time>\d+:\d\d) ?(?: (?P<long>.+))?$"
 )
 
 
