@@ -202,12 +202,32 @@ class Build:
         if self.esp_tree is not None:
             esp_off, esp_size = self.disk_layout.esp_offset, self.disk_layout.esp_size
             self.esp_offset = esp_off
-            self.fat_plan = fat.plan(
-                self.esp_tree,
-                esp_size,
-                fat.FatOptions(label="ESP", volume_id=self.esp_volume_id, timestamp=s.timestamp,
-                               hidden_sectors=esp_off // 512),
-            )
+            try:
+                self.fat_plan = fat.plan(
+                    self.esp_tree,
+                    esp_size,
+                    fat.FatOptions(label="ESP", volume_id=self.esp_volume_id, timestamp=s.timestamp,
+                                   hidden_sectors=esp_off // 512),
+                )
+            except DoesNotFitError as e:
+                raise UsageError(
+                    f"bootSize (--boot-size): the ESP up to {s.boot_size} holds {esp_size:,} bytes, "
+                    f"its FAT32 filesystem needs {e.needed:,}: use a bootSize of at least "
+                    f"{self._min_boot_size(e.needed)}"
+                ) from None
+
+    def _min_boot_size(self, esp_bytes: int) -> str:
+        """The smallest whole-MB bootSize whose ESP holds ``esp_bytes`` (as parted places it)."""
+        mb = max(1, (8 * MiB + esp_bytes) // 10**6)
+        while True:
+            text = f"{mb}M"
+            try:
+                lay = layout.plan_layout(self.spec.partition_table, self.disk_size + 2 * esp_bytes + 64 * MiB, text)
+                if lay.esp_size >= esp_bytes:
+                    return text
+            except UsageError:
+                pass
+            mb += 1
 
     def identifiers(self) -> None:
         """Root filesystem UUID and ESP volume ID (partition GUIDs are the layout's)."""
@@ -217,8 +237,13 @@ class Build:
         elif not s.deterministic and s.root_gpuid is None:
             self.fs_uuid = uuid.uuid4()
         elif s.seed is not None and s.root_gpuid is None and s.partition_table != "none":
-            # systemd-repart: the filesystem UUID comes from its partition's UUID
-            self.fs_uuid = None  # filled in by _layout once the partition UUID is known
+            # systemd-repart: the filesystem UUID comes from its partition's UUID, which does
+            # not depend on the disk size: ask a layout of any size that fits
+            probe = self._layout(layout.min_fitting_disk(s.partition_table, s.boot_size) + 64 * MiB)
+            self.fs_uuid = ids.repart_fs_uuid(probe.root_guid)
+        elif s.seed is not None and s.root_gpuid is None:
+            # no partition table: no partition UUID to derive from, so derive from the seed itself
+            self.fs_uuid = ids.hmac_v4(s.seed.bytes, b"file-system-uuid")
         else:
             self.fs_uuid = s.root_gpuid or uuid.UUID(SEED_ROOT_GPUID)
 
@@ -235,8 +260,6 @@ class Build:
             seed=s.seed,
             **kwargs,
         )
-        if self.fs_uuid is None:
-            self.fs_uuid = ids.repart_fs_uuid(lay.root_guid)
         if s.has_esp:
             # the ESP's volume ID is derived from its partition GUID as systemd-repart derives
             # a filesystem UUID: first 4 bytes of HMAC-SHA256(partition UUID, "file-system-uuid")

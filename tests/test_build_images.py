@@ -171,7 +171,7 @@ def test_image_read_back_by_reference_tools(tmp_path: Path, table: str, tree: st
 def test_formats_check_and_convert_back(tmp_path: Path, fmt: str) -> None:
     src = build_small_tree(tmp_path / "small")
     esp = make_esp(tmp_path / "esp")
-    common = ["--root", str(src), "--esp", str(esp), "--partition-table", "efi", "--boot-size", "40M",
+    common = ["--root", str(src), "--esp", str(esp), "--partition-table", "efi", "--boot-size", "48M",
               "--additional-space", "4M", "--quiet"]
     assert pydiskimg("build", *common, "-o", str(tmp_path / "disk.img")).returncode == 0
     out = tmp_path / f"disk.{fmt}"
@@ -206,7 +206,7 @@ def test_post_vm_and_efi_vars(tmp_path: Path) -> None:
     ovmf_vars = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
     assert ovmf_vars.exists(), "Debian's ovmf must be installed"
     r = pydiskimg("build", "--root", str(src), "-o", str(tmp_path / "disk.qcow2"), "--format", "qcow2",
-                  "--partition-table", "efi", "--boot-size", "40M", "--touch-efi-vars", "--quiet",
+                  "--partition-table", "efi", "--boot-size", "48M", "--touch-efi-vars", "--quiet",
                   "--post-vm", 'echo "$diskImage" > "$out/seen"; qemu-img info "$diskImage" > /dev/null')
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "efi-vars.fd").read_bytes() == ovmf_vars.read_bytes()
@@ -253,7 +253,7 @@ def test_seed_derives_identifiers_like_systemd_repart(tmp_path: Path) -> None:
     """--seed: the ESP's GUID and the disk GUID are systemd-repart's (vector in DESIGN.md)."""
     src = build_small_tree(tmp_path / "small")
     img = tmp_path / "disk.img"
-    r = pydiskimg("build", "--root", str(src), "-o", str(img), "--partition-table", "efi", "--boot-size", "40M",
+    r = pydiskimg("build", "--root", str(src), "-o", str(img), "--partition-table", "efi", "--boot-size", "48M",
                   "--seed", "0867da16-f251-457d-a9e8-c31f9a3c220b", "--quiet")
     assert r.returncode == 0, r.stderr
     t = json.loads(subprocess.run(["sfdisk", "--json", str(img)], capture_output=True, text=True).stdout)
