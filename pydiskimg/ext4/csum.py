@@ -1,7 +1,10 @@
 """ext4 metadata_csum checksums (CRC32C), pure functions over bytes.
 
 ``ext4_chksum(seed, buf)`` in the kernel is the raw CRC-32C register (Castagnoli, reflected)
-started at ``seed`` with no final XOR; :func:`crc32c_raw` is exactly that.  Every other
+started at ``seed`` with no final XOR; :func:`crc32c_raw` is exactly that.  It runs on the
+``crc32c`` package (hardware CRC32 instruction) when installed, else on crcmod's C extension
+(a warning is logged if only crcmod's pure-Python fallback is there); :data:`BACKEND` says
+which.  Every other
 function here is one formula of FORMATS.md A3, checked against e2fsprogs images in
 ``tests/test_ext4_records_csum.py``.  Functions return the full 32-bit value; callers store
 the halves where the format says (inode lo16 @0x7C / hi16 @0x82, bitmap lo16/hi16, ...).
@@ -18,17 +21,36 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: crcmod's function with init/xorOut 0 is ``f(data, crc) -> raw register`` (no final XOR).
-_crc = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, rev=True, xorOut=0)
-if not getattr(sys.modules.get("crcmod.crcmod"), "_usingExtension", False):  # pragma: no cover
-    log.warning(
-        "crcmod's C extension is not available: ext4 checksums use the pure-Python "
-        "fallback, about 25x slower"
-    )
-
 _LE32 = struct.Struct("<I")
 _LE64 = struct.Struct("<Q")
 _MASK = 0xFFFFFFFF
+
+#: crcmod's function with init/xorOut 0 is ``f(data, crc) -> raw register`` (no final XOR).
+_crcmod_raw = crcmod.mkCrcFun(0x11EDC6F41, initCrc=0, rev=True, xorOut=0)
+_CRCMOD_C = bool(getattr(sys.modules.get("crcmod.crcmod"), "_usingExtension", False))
+
+try:  # optional: the ``crc32c`` package uses the CPU's CRC32 instruction (about 3x faster here)
+    from crc32c import crc32c as _hw_crc32c
+except ImportError:  # pragma: no cover - depends on the environment
+    _hw_crc32c = None
+
+
+def _crc32c_pkg_raw(data: bytes | bytearray | memoryview, seed: int) -> int:
+    # crc32c() continues a standard CRC (pre- and post-inverted): invert around it
+    return ~_hw_crc32c(data, ~seed & _MASK) & _MASK  # type: ignore[misc]
+
+
+if _hw_crc32c is not None:
+    _crc = _crc32c_pkg_raw
+    BACKEND = "crc32c"
+else:  # pragma: no cover - depends on the environment
+    _crc = _crcmod_raw
+    BACKEND = "crcmod" if _CRCMOD_C else "crcmod-python"
+    if not _CRCMOD_C:
+        log.warning(
+            "crcmod's C extension is not available: ext4 checksums use the pure-Python "
+            "fallback, about 25x slower (install crc32c or a compiled crcmod)"
+        )
 
 
 def crc32c_raw(seed: int, data: bytes | bytearray | memoryview) -> int:
@@ -69,8 +91,9 @@ def inode_table_csums(
 
     ``table`` is ``uint8`` of shape (n, inode_size) (or a structured array of n records);
     ``inos`` and ``gens`` have n entries.  Checksum fields are taken as zero whatever
-    they hold.  Every record is assumed to have ``i_extra_isize`` >= 4 (the 256-byte
-    inodes this writer makes); use :func:`inode_csum` for others.  Returns ``uint32[n]``.
+    they hold (``i_checksum_hi`` only where ``i_extra_isize`` >= 4, as in
+    :func:`inode_csum`).  Returns ``uint32[n]``; store lo16 and, where
+    ``i_extra_isize`` >= 4, hi16.
     """
     t = np.ascontiguousarray(table).view(np.uint8)
     n = len(inos)
@@ -79,18 +102,20 @@ def inode_table_csums(
     buf = np.empty((n, 8 + isz), dtype=np.uint8)
     buf[:, 8:] = t
     buf[:, 8 + 0x7C : 8 + 0x7E] = 0
-    buf[:, 8 + 0x82 : 8 + 0x84] = 0
+    extra = t[:, 0x80].astype(np.uint16) | (t[:, 0x81].astype(np.uint16) << 8)
+    buf[extra >= 4, 8 + 0x82 : 8 + 0x84] = 0
     head = buf[:, :8].view("<u4")
     head[:, 0] = np.asarray(inos, dtype=np.uint64).astype("<u4")
     head[:, 1] = np.asarray(gens, dtype=np.uint64).astype("<u4")
-    data = buf.tobytes()
-    mv = memoryview(data)
+    data = memoryview(buf.reshape(-1))
     step = 8 + isz
-    f = _crc
-    out = np.fromiter(
-        (f(mv[o : o + step], seed) for o in range(0, n * step, step)), dtype=np.uint32, count=n
-    )
-    return out
+    offs = range(0, n * step, step)
+    if _hw_crc32c is not None:
+        c = _hw_crc32c
+        s = ~seed & _MASK
+        return ~np.array([c(data[o : o + step], s) for o in offs], dtype=np.uint32)
+    f = _crcmod_raw  # pragma: no cover - depends on the environment
+    return np.array([f(data[o : o + step], seed) for o in offs], dtype=np.uint32)  # pragma: no cover
 
 
 def gdt_csum(seed: int, group: int, desc: bytes | bytearray | memoryview) -> int:
