@@ -126,10 +126,17 @@ def debugfs(image: Path, offset: int, cmd: str, write: bool = False) -> str:
     return run(*args, env=dict(os.environ, E2FSPROGS_FAKE_TIME=FAKE_TIME))
 
 
+# Several test modules import these fixtures; pytest then keeps one instance per module, so
+# the built images are cached here to be made once per session.
+_CACHE: dict[str, object] = {}
+
+
 @pytest.fixture(scope="session")
 def audit_trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("audit-trees")
-    return make_tree(base / "root"), make_esp_tree(base / "esp")
+    if "trees" not in _CACHE:
+        base = tmp_path_factory.mktemp("audit-trees")
+        _CACHE["trees"] = (make_tree(base / "root"), make_esp_tree(base / "esp"))
+    return _CACHE["trees"]  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")
@@ -139,14 +146,18 @@ def gpt_disk(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, 
     if _missing:
         pytest.skip(f"missing tools: {_missing}")
     tree, esp = audit_trees
-    return make_gpt_disk(tmp_path_factory.mktemp("gpt") / "disk.img", tree, esp)
+    if "gpt" not in _CACHE:
+        _CACHE["gpt"] = make_gpt_disk(tmp_path_factory.mktemp("gpt") / "disk.img", tree, esp)
+    return _CACHE["gpt"]  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="session")
 def mbr_disk(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, Path]) -> Disk:
     if _missing:
         pytest.skip(f"missing tools: {_missing}")
-    return make_mbr_disk(tmp_path_factory.mktemp("mbr") / "disk.img", audit_trees[0])
+    if "mbr" not in _CACHE:
+        _CACHE["mbr"] = make_mbr_disk(tmp_path_factory.mktemp("mbr") / "disk.img", audit_trees[0])
+    return _CACHE["mbr"]  # type: ignore[return-value]
 
 
 # -- the fixtures are what the reference checkers accept -------------------------------------------
