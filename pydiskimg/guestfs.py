@@ -343,10 +343,10 @@ def run_in_guest(
                     raise ToolError(
                         f"libguestfs: cannot link {grub_device} to {APPLIANCE_DISK}: {_one_line(str(e))}"
                     ) from None
-        say(
-            f"{what}: running {command!r} "
-            + ("in the appliance" if in_appliance else "chrooted in the image")
-        )
+        first = command.strip().splitlines()[0]
+        shown = first if len(first) <= 60 and "\n" not in command.strip() else first[:57] + "..."
+        where = "in the appliance" if in_appliance else "chrooted in the image"
+        say(f"{what}: running {shown!r} {where}")
         if in_appliance:
             env = {
                 "SYSROOT": SYSROOT,
