@@ -89,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     opts.label_bytes()  # validate before scanning
     if not os.path.isdir(args.root):
         raise UsageError(f"--root: {args.root} is not a folder")
+    from ..ext4.plan import no_gc
+
+    with no_gc():
+        return _build(args, opts, ts, size, extra)
+
+
+def _build(args: argparse.Namespace, opts: object, ts: int, size: int | None, extra: int) -> int:
+    from .. import ext4
+    from ..tree import scan
+
     clamp = ts if args.clamp_mtime else None
     tree = scan(args.root, all_root=args.all_root, clamp_mtime=clamp,
                 deterministic=not args.no_deterministic)
@@ -101,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             base_dir=os.path.dirname(os.path.abspath(args.contents)),
             clamp_mtime=clamp, deterministic=not args.no_deterministic,
         )
-    p = ext4.make_filesystem(tree, args.output, size, opts, extra)
+    p = ext4.make_filesystem(tree, args.output, size, opts, extra)  # type: ignore[arg-type]
     if args.json:
         g = p.params
         json.dump(

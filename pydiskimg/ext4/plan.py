@@ -16,10 +16,13 @@ Pure: no I/O, no clock.  Memory grows with the number of inodes, never with file
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
+import gc
 import logging
 import struct
 import uuid as uuidlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -216,8 +219,10 @@ def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node]:
 
 
 def _logical_runs(node: Node) -> list[tuple[int, int]]:
-    runs: list[list[int]] = []
     size = node.size
+    if node.segments is None:
+        return [(0, -(-size // BS))] if size else []
+    runs: list[list[int]] = []
     for off, ln in node.data_segments():
         end = min(off + ln, size)
         if end <= off:
@@ -333,6 +338,19 @@ def _journal_runs(used: geo.Used, goal: int, n: int) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: planning creates many small objects next to a big
+    tree of them, and each generational pass would walk the whole tree (3x slower)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def plan(
     tree: Tree, size: int | None, options: Ext4Options, *, additional_space: int = 0
 ) -> Ext4Plan:
@@ -344,6 +362,11 @@ def plan(
     free beyond that.  A fixed ``size`` too small raises
     :class:`~pydiskimg.errors.DoesNotFitError` with the size needed.
     """
+    with no_gc():
+        return _plan(tree, size, options, additional_space)
+
+
+def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: int) -> Ext4Plan:
     label = options.label_bytes()
     if additional_space < 0:
         raise UsageError(f"ext4 additional space: {additional_space} is negative")
@@ -597,30 +620,39 @@ def _allocate(
     rows_size, rows_blocks, rows_flags, rows_acl = [], [], [], []
     rows_times: list[tuple[int, int, int, int, int, int, int, int]] = []
     rows_idx = []
+    iblock_rows: list[int] = []  # inodes whose i_block is given as bytes
+    iblock_data: list[bytes] = []
+    one_ext: list[tuple[int, int, int, int]] = []  # (idx, logical, physical, length)
+    no_ext: list[int] = []  # extent-mapped inodes without blocks
+    inline_rows: list[int] = []
+    inline_data: list[bytes] = []
+    S_IFMT = _S_IFMT
+    DIR, REG, SYMLINK, CHR, BLK = Kind.DIR, Kind.REG, Kind.SYMLINK, Kind.CHR, Kind.BLK
+    ipg = p.inodes_per_group
     for c in inos:
         n = c.node
         idx = c.ino - 1
         rows_idx.append(idx)
         kind = n.kind
-        mode = _S_IFMT[kind] | (n.mode & 0o7777)
+        mode = S_IFMT[kind] | (n.mode & 0o7777)
         size = 0
         flags = 0
         nblocks_alloc = c.nblocks
         iblock = b""
-        if kind is Kind.DIR:
+        if kind is DIR:
             size = len(c.dir_bytes)
             flags = EXT4_EXTENTS_FL | (EXT4_INDEX_FL if c.dir is not None and c.dir.indexed else 0)
-            dirs_per_group[idx // p.inodes_per_group] += 1
-        elif kind is Kind.REG:
+            dirs_per_group[idx // ipg] += 1
+        elif kind is REG:
             size = n.size
             flags = EXT4_EXTENTS_FL
-        elif kind is Kind.SYMLINK:
+        elif kind is SYMLINK:
             size = len(n.target)
             if c.nblocks:
                 flags = EXT4_EXTENTS_FL
             else:
                 iblock = n.target.ljust(60, b"\0")
-        elif kind in (Kind.CHR, Kind.BLK):
+        elif kind is CHR or kind is BLK:
             ma, mi = n.rdev_major, n.rdev_minor
             if ma < 256 and mi < 256:
                 iblock = struct.pack("<I", (ma << 8) | mi).ljust(60, b"\0")
@@ -628,62 +660,94 @@ def _allocate(
                 iblock = struct.pack(
                     "<II", 0, (mi & 0xFF) | (ma << 8) | ((mi & ~0xFF) << 12)
                 ).ljust(60, b"\0")
-        if flags & EXT4_EXTENTS_FL:
-            if c.ino in ext:
-                runs = ext[c.ino]
+        if flags:  # extent-mapped
+            runs = ext.get(c.ino)
+            if runs is not None:
                 nt = extent_tree_blocks(extents_needed(runs), BS)
                 tb = [ph for ph, ln in stream.pieces(tpos, nt) for ph in range(ph, ph + ln)] if nt else []
                 tpos += nt
                 iblock, tblocks = build_extents(runs, tb, c.ino, 0, csum_seed, BS)
                 meta.extend(tblocks)
                 nblocks_alloc += nt
+                iblock_rows.append(idx)
+                iblock_data.append(iblock)
             elif c.nblocks:
                 ph = simple_phys[c.ino]
                 a, ln = c.runs[0]
                 runs = [(a, ph, ln)]
-                iblock, _ = build_extents(runs, [], c.ino, 0, csum_seed, BS)
+                one_ext.append((idx, a, ph, ln))
             else:
                 runs = []
-                iblock, _ = build_extents([], [], c.ino, 0, csum_seed, BS)
-            raw[idx, 0x28:0x64] = np.frombuffer(iblock, dtype=np.uint8)
+                no_ext.append(idx)
             # where the content goes
-            if kind is Kind.DIR:
+            if kind is DIR:
                 _place_bytes(meta, runs, c.dir_bytes)
-            elif kind is Kind.SYMLINK:
+            elif kind is SYMLINK:
                 _place_bytes(meta, runs, n.target.ljust(BS, b"\0"))
-            elif kind is Kind.REG and c.nblocks:
-                pieces = _byte_pieces(n, runs)
+            elif c.nblocks:
+                if n.segments is None and len(runs) == 1:
+                    pieces = [(0, runs[0][1] * BS, n.size)]
+                else:
+                    pieces = _byte_pieces(n, runs)
                 copies.append(FileCopy(c.ino, n.source or "", n.size, pieces))
-                copy_bytes += sum(pc[2] for pc in pieces)
+                copy_bytes += n.size if n.segments is None else sum(pc[2] for pc in pieces)
         elif iblock:
-            raw[idx, 0x28:0x64] = np.frombuffer(iblock, dtype=np.uint8)
+            iblock_rows.append(idx)
+            iblock_data.append(iblock)
         if c.xblock is not None:
             rows_acl.append(xblock_of[c.xblock])
             nblocks_alloc += 1
         else:
             rows_acl.append(0)
         if c.inline_x:
-            raw[idx, 0xA0:0x100] = np.frombuffer(c.inline_x, dtype=np.uint8)
+            inline_rows.append(idx)
+            inline_data.append(c.inline_x)
         links = c.links
-        if kind is Kind.DIR and links >= DIR_NLINK_MAX:
+        if kind is DIR and links >= DIR_NLINK_MAX:
             links = 1
         if links > 0xFFFF:
             raise UsageError(f"{n.origin}: {links} hard links, ext4 allows at most 65000")
-        what = n.origin or f"inode {c.ino}"
-        m = split_time(n.mtime_ns, what)
-        a = split_time(n.atime_ns, what) if n.atime_ns is not None else m
-        ct = split_time(n.ctime_ns, what) if n.ctime_ns is not None else m
-        cr = split_time(n.crtime_ns, what) if n.crtime_ns is not None else m
+        mt = n.mtime_ns
+        m = split_time(mt, n.origin)
+        a = split_time(n.atime_ns, n.origin) if n.atime_ns is not None else m
+        ct = split_time(n.ctime_ns, n.origin) if n.ctime_ns is not None else m
+        cr = split_time(n.crtime_ns, n.origin) if n.crtime_ns is not None else m
         rows_times.append((a[0], a[1], ct[0], ct[1], m[0], m[1], cr[0], cr[1]))
         rows_mode.append(mode)
         if not (0 <= n.uid < 1 << 32 and 0 <= n.gid < 1 << 32):
-            raise UsageError(f"{what}: owner {n.uid}:{n.gid} out of the 32-bit range")
+            raise UsageError(f"{n.origin}: owner {n.uid}:{n.gid} out of the 32-bit range")
         rows_uid.append(n.uid)
         rows_gid.append(n.gid)
         rows_links.append(links)
         rows_size.append(size)
         rows_blocks.append(nblocks_alloc * (BS // 512))
         rows_flags.append(flags)
+
+    if iblock_rows:
+        raw[np.array(iblock_rows), 0x28:0x64] = np.frombuffer(
+            b"".join(iblock_data), dtype=np.uint8
+        ).reshape(-1, 60)
+    if inline_rows:
+        raw[np.array(inline_rows), 0xA0:0x100] = np.frombuffer(
+            b"".join(inline_data), dtype=np.uint8
+        ).reshape(-1, INLINE_XATTR_SPACE)
+    if one_ext or no_ext:
+        rt = np.dtype([("eh_magic", "<u2"), ("eh_entries", "<u2"), ("eh_max", "<u2"),
+                       ("eh_depth", "<u2"), ("eh_generation", "<u4"), ("ee_block", "<u4"),
+                       ("ee_len", "<u2"), ("ee_start_hi", "<u2"), ("ee_start_lo", "<u4"),
+                       ("pad", "V36")])
+        oe = np.array(one_ext, dtype=np.int64).reshape(-1, 4)
+        rows = np.concatenate([oe[:, 0], np.array(no_ext, dtype=np.int64)])
+        ib = np.zeros(len(rows), dtype=rt)
+        ib["eh_magic"] = 0xF30A
+        ib["eh_max"] = 4
+        k = len(oe)
+        ib["eh_entries"][:k] = 1
+        ib["ee_block"][:k] = oe[:, 1]
+        ib["ee_len"][:k] = oe[:, 3]
+        ib["ee_start_hi"][:k] = oe[:, 2] >> 32
+        ib["ee_start_lo"][:k] = oe[:, 2] & 0xFFFFFFFF
+        raw[rows, 0x28:0x64] = ib.view(np.uint8).reshape(-1, 60)
 
     if rows_idx:
         ix = np.array(rows_idx, dtype=np.int64)
