@@ -48,8 +48,11 @@ _ENTRY = re.compile(
 
 def mdir(img: str | Path) -> dict[str, dict[str, object]]:
     """``mdir -/ -a``: path -> {short, long, dir, size, when} for every entry but . and ..."""
-    r = run("mdir", "-/", "-a", "-i", str(img), "::/", env=MT_ENV)
+    r = run("mdir", "-/", "-a", "-i", str(img), "::/", env=MT_ENV, check=False)
     out: dict[str, dict[str, object]] = {}
+    if r.returncode == 1 and r.stderr.strip() == 'mdir: File "::/" not found':
+        return out  # what mdir says of an empty volume (mkfs.vfat's too)
+    assert r.returncode == 0, r.stderr
     folder = None
     for line in r.stdout.splitlines():
         if line.startswith("Directory for ::"):
