@@ -97,6 +97,7 @@ class Ranges:
 
     def __init__(self, items: list[tuple[int, int]] | None = None) -> None:
         self.items: list[tuple[int, int]] = sorted(items or [])
+        self._starts = [a for a, _ in self.items]
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -107,8 +108,7 @@ class Ranges:
     def intersect(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of the ranges inside [start, end)."""
         out = []
-        starts = [a for a, _ in self.items]
-        i = max(0, bisect.bisect_right(starts, start) - 1)
+        i = max(0, bisect.bisect_right(self._starts, start) - 1)
         while i < len(self.items):
             a, b = self.items[i]
             if a >= end:

@@ -477,18 +477,24 @@ class Ext4Diff:
             # overlapping regions are not expected; look only at the nearest one
             break
         # file data, or free
+        nxt_meta = self._reg_starts[i + 1] if i + 1 < len(self._reg) else fs.blocks_count
         for side in (self.side_a, self.side_b):
             o = side.owner(blk)
             if o is not None:
                 ino, lblk, kind, run_end = o
-                nxt_meta = self._reg_starts[i + 1] if i + 1 < len(self._reg) else fs.blocks_count
-                end_blk = min(run_end, nxt_meta)
-                lab = f"inode {ino} ({side.name(ino)}) {kind}, logical block {lblk}"
+                end_blk = max(blk + 1, min(run_end, nxt_meta))
                 if kind in ("extent tree block", "xattr block"):
                     lab = f"inode {ino} ({side.name(ino)}) {kind} {blk}"
-                return lab, min((blk + 1) * bs, end_blk * bs) if kind != "data" else (blk + 1) * bs, ("data", ino, kind, side is self.side_a)
-        nxt = self._reg_starts[i + 1] if i + 1 < len(self._reg) else fs.blocks_count
-        return f"unallocated block {blk}", (blk + 1) * bs if nxt > blk else (blk + 1) * bs, ("free", blk)
+                else:
+                    lab = f"inode {ino} ({side.name(ino)}) {kind}, logical block {lblk}"
+                return lab, end_blk * bs, ("data", ino, kind, side is self.side_a)
+        end_blk = nxt_meta
+        for side in (self.side_a, self.side_b):
+            j = int(np.searchsorted(side.own_start, blk, side="right"))
+            if j < len(side.own_start):
+                end_blk = min(end_blk, int(side.own_start[j]))
+        end_blk = max(end_blk, blk + 1)
+        return f"unallocated block {blk}", end_blk * bs, ("free", blk)
 
     def _locate_meta(self, rel: int, s: int, e: int, kind: str, g: int
                      ) -> tuple[str, int, tuple[Any, ...]]:

@@ -265,6 +265,8 @@ class Ext4:
         self.src = src
         self.offset = offset
         self.name = name
+        if size is None and isinstance(getattr(src, "size", None), int):
+            size = max(0, src.size - offset)
         self.verify = verify
         raw = src.read(offset + 1024, 1024)
         if len(raw) < 1024:
@@ -590,7 +592,7 @@ class Ext4:
             if start >= size:
                 break
             if start > pos:
-                yield from _zeros(start - pos, chunk)
+                yield from _zeros(start - pos, chunk, self.budget, bs, f"inode {inode.ino} hole")
                 pos = start
             end = min(size, (e.lblk + e.length) * bs)
             blk = e.pblk
@@ -605,7 +607,7 @@ class Ext4:
                 blk += nb
                 pos += n
         if pos < size:
-            yield from _zeros(size - pos, chunk)
+            yield from _zeros(size - pos, chunk, self.budget, bs, f"inode {inode.ino} hole")
 
     def read_data(self, inode: Inode, limit: int = 1 << 26) -> bytes:
         """The whole content of a small object (directory, symlink): at most ``limit`` bytes."""
@@ -635,6 +637,8 @@ class Ext4:
             return out
         if inode.size % bs:
             raise Ext4Error(f"{self.name}: directory inode {inode.ino}: i_size {inode.size} is not a multiple of the block size {bs}")
+        if inode.size > self.size:
+            raise Ext4Error(f"{self.name}: directory inode {inode.ino}: i_size {inode.size} exceeds the filesystem's {self.size} bytes")
         lblk = 0
         for chunk in self.iter_data(inode, chunk=bs * 64):
             for k in range(0, len(chunk), bs):
@@ -868,9 +872,12 @@ class Ext4:
         return out
 
 
-def _zeros(n: int, chunk: int) -> Iterator[bytes]:
+def _zeros(n: int, chunk: int, budget: Budget | None = None, bs: int = 4096,
+           what: str = "a hole") -> Iterator[bytes]:
     while n > 0:
         k = min(n, chunk)
+        if budget is not None:
+            budget.charge(-(-k // bs), what)
         yield bytes(k)
         n -= k
 
