@@ -70,7 +70,7 @@ def parse_disk_size(text: str | int, field: str = "diskSize") -> int:
     return value
 
 
-_IEC_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPEZY])?$")
+_IEC_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([KMGTPEZY])?\s*$")
 _IEC_POWER = {s: i + 1 for i, s in enumerate("KMGTPEZY")}
 
 
@@ -113,7 +113,7 @@ _PARTED_UNITS: dict[str, tuple[int, bool]] = {
     "ti": (TiB, True),
 }
 _PARTED_RE = re.compile(
-    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*"
+    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
     r"(s|B|kB|KB|k|K|MB|M|GB|G|TB|T|KiB|MiB|GiB|TiB)?\s*$",
     re.IGNORECASE,
 )
