@@ -94,7 +94,7 @@ def test_signedness_matters(blank_img: Path) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
-    names=st.lists(st.binary(min_size=1, max_size=255), min_size=1, max_size=40),
+    names=st.lists(st.binary(min_size=0, max_size=255), min_size=1, max_size=40),
     version=st.sampled_from([0, 1, 2]),
     unsigned=st.booleans(),
     seed=st.tuples(*[st.integers(0, 0xFFFFFFFF)] * 4),

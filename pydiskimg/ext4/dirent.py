@@ -29,6 +29,7 @@ from ..errors import InternalError, UsageError
 from .csum import crc32c_raw, inode_seed
 from .dirhash import dx_hash_many
 from .records_structs import (
+    DIRENT_DTYPE,
     DIRENT_FMT,
     DIRENT_TAIL_FMT,
     DX_ROOT_HEAD_FMT,
@@ -86,6 +87,30 @@ def dx_node_limit(block_size: int) -> int:
 
 
 def _validate(entries: Sequence[tuple[bytes, int, int]]) -> None:
+    """Names 1..255 bytes without "/" or NUL, not "." or "..", unique; types 1..7; inodes > 0."""
+    if not entries:
+        return
+    names, inos, ftl = zip(*entries, strict=True)
+    lens = list(map(len, names))
+    joined = b"".join(names)
+    fts = set(ftl)
+    if (
+        min(lens) < 1
+        or max(lens) > 255
+        or b"/" in joined
+        or b"\0" in joined
+        or not fts <= {1, 2, 3, 4, 5, 6, 7}
+        or min(inos) < 1
+        or max(inos) >= 1 << 32
+        or b"." in names
+        or b".." in names
+        or len(set(names)) != len(names)
+    ):
+        _explain(entries)
+
+
+def _explain(entries: Sequence[tuple[bytes, int, int]]) -> None:
+    """Raise a UsageError for the first bad entry (the slow path of :func:`_validate`)."""
     seen: set[bytes] = set()
     for name, ino, ft in entries:
         if not 1 <= len(name) <= 255:
@@ -103,6 +128,7 @@ def _validate(entries: Sequence[tuple[bytes, int, int]]) -> None:
         if name in seen:
             raise UsageError(f"directory entry {name!r}: duplicate name")
         seen.add(name)
+    raise InternalError("directory entries failed validation without a reason")
 
 
 def _linear_fits(entries: Sequence[tuple[bytes, int, int]], block_size: int) -> bool:
@@ -117,11 +143,13 @@ def _linear_fits(entries: Sequence[tuple[bytes, int, int]], block_size: int) -> 
 
 @dataclass
 class _Plan:
-    order: list[int]  # entries in hash order (indexes into the name-sorted list)
-    hashes: np.ndarray  # major hash per entry (hash order)
-    leaf_starts: list[int]  # index into order where each leaf starts
+    order: np.ndarray  # entry indexes (into the name-sorted list) in hash order
+    leaf_starts: list[int]  # position in ``order`` where each leaf starts
     leaf_hash: list[int]  # index hash of each leaf (collision bit included)
     nodes: list[tuple[int, int]]  # (first leaf, leaf count) per dx_node; [] for 1 level
+    offs: np.ndarray  # byte offset of each entry (hash order) within its leaf
+    rec_lens: np.ndarray  # rec_len of each entry (hash order), the leaf's last one stretched
+    leaf_of: np.ndarray  # leaf number of each entry (hash order)
 
 
 def _plan_htree(
@@ -131,24 +159,34 @@ def _plan_htree(
     hash_version: int,
     hash_unsigned: bool,
 ) -> _Plan:
+    n = len(names)
     major, minor = dx_hash_many(names, hash_version, hash_seed_words, hash_unsigned)
-    # names are sorted, so a stable sort on (major, minor) ends with the name as tie-break
-    order = np.lexsort((minor, major)).tolist()
+    # names are sorted and lexsort is stable: ties on (major, minor) end in name order
+    order = np.lexsort((minor, major))
     hs = major[order]
+    lens = np.fromiter(map(len, names), dtype=np.int64, count=n)[order]
+    rl = (lens + 11) & ~3
+    cum = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(rl, out=cum[1:])
     cap = block_size - TAIL_SIZE
+    # greedy fill: each leaf takes entries while they fit (one search per leaf)
     leaf_starts: list[int] = []
-    used = cap
-    for i, k in enumerate(order):
-        rl = (len(names[k]) + 11) & ~3
-        if used + rl > cap:
-            leaf_starts.append(i)
-            used = 0
-        used += rl
+    i = 0
+    while i < n:
+        leaf_starts.append(i)
+        i = int(np.searchsorted(cum, cum[i] + cap, side="right")) - 1
+    starts = np.array(leaf_starts, dtype=np.int64)
+    counts = np.diff(np.append(starts, n))
+    leaf_of = np.repeat(np.arange(len(starts)), counts)
+    offs = cum[:-1] - cum[starts][leaf_of]
+    rec_lens = rl.copy()
+    last = starts + counts - 1
+    rec_lens[last] = cap - offs[last]
     hl = hs.tolist()
     leaf_hash = [0]
-    for s in leaf_starts[1:]:
-        h = hl[s]
-        leaf_hash.append(h | 1 if h == hl[s - 1] else h)
+    for st in leaf_starts[1:]:
+        h = hl[st]
+        leaf_hash.append(h | 1 if h == hl[st - 1] else h)
     nleaves = len(leaf_starts)
     rlim = dx_root_limit(block_size)
     nlim = dx_node_limit(block_size)
@@ -157,11 +195,11 @@ def _plan_htree(
         nnodes = -(-nleaves // nlim)
         if nnodes > rlim:
             raise UsageError(
-                f"directory with {len(names)} entries needs {nleaves} leaf blocks, more than "
+                f"directory with {n} entries needs {nleaves} leaf blocks, more than "
                 f"an htree of depth 2 can index ({rlim * nlim}) without the largedir feature"
             )
         nodes = [(j, min(nlim, nleaves - j)) for j in range(0, nleaves, nlim)]
-    return _Plan(order, hs, leaf_starts, leaf_hash, nodes)
+    return _Plan(order, leaf_starts, leaf_hash, nodes, offs, rec_lens, leaf_of)
 
 
 def dir_blocks_needed(
@@ -267,7 +305,8 @@ def build_dir(
         _put_tail(blk, bs, iseed)
         return DirData(bytes(blk), False, bs)
 
-    names = [e[0] for e in ents]
+    names_t, inos_t, fts_t = zip(*ents, strict=True)
+    names = list(names_t)
     p = _plan_htree(names, bs, hash_seed_words, hash_version, hash_unsigned)
     nleaves = len(p.leaf_starts)
     nnodes = len(p.nodes)
@@ -291,15 +330,34 @@ def build_dir(
         ne = [(p.leaf_hash[first + j], first_leaf + first + j) for j in range(cnt)]
         out += _dx_block(bs, node_head, DX_NODE_COUNT_OFFSET, ne, iseed)
 
-    # leaves
+    # leaves: headers and names scattered into one array, then tails and checksums
+    n = len(ents)
     order = p.order
-    bounds = p.leaf_starts + [len(order)]
-    end = bs - TAIL_SIZE
-    for j in range(nleaves):
-        blk = bytearray(bs)
-        _fill_leaf(blk, 0, [ents[k] for k in order[bounds[j] : bounds[j + 1]]], end)
-        _put_tail(blk, bs, iseed)
-        out += blk
+    nm = [names[k] for k in order.tolist()]
+    lens = np.fromiter(map(len, nm), dtype=np.int64, count=n)
+    pos = p.leaf_of * bs + p.offs
+    hdr = np.zeros(n, dtype=DIRENT_DTYPE)
+    hdr["inode"] = np.array(inos_t, dtype=np.uint32)[order]
+    hdr["rec_len"] = p.rec_lens
+    hdr["name_len"] = lens
+    hdr["file_type"] = np.array(fts_t, dtype=np.uint8)[order]
+    leaves = np.zeros(nleaves * bs, dtype=np.uint8)
+    leaves[pos[:, None] + np.arange(8)] = hdr.view(np.uint8).reshape(n, 8)
+    flat = np.frombuffer(b"".join(nm), dtype=np.uint8)
+    name_start = np.zeros(n, dtype=np.int64)
+    np.cumsum(lens[:-1], out=name_start[1:])
+    leaves[np.repeat(pos + 8 - name_start, lens) + np.arange(len(flat))] = flat
+    leaves = leaves.reshape(nleaves, bs)
+    leaves[:, bs - TAIL_SIZE : bs - 4] = np.frombuffer(
+        _TAIL.pack(0, TAIL_SIZE, 0, EXT4_FT_DIR_CSUM, 0)[:8], dtype=np.uint8
+    )
+    mv = memoryview(leaves.reshape(-1))
+    sums = np.array(
+        [crc32c_raw(iseed, mv[j * bs : j * bs + bs - TAIL_SIZE]) for j in range(nleaves)],
+        dtype="<u4",
+    )
+    leaves[:, bs - 4 :] = sums.view(np.uint8).reshape(nleaves, 4)
+    out += memoryview(leaves.reshape(-1))
     return DirData(bytes(out), True, bs)
 
 

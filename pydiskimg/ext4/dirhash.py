@@ -173,33 +173,22 @@ def dx_hash(
 # --- numpy version ----------------------------------------------------------------------
 
 
-def _pack_words(
-    flat: np.ndarray,
-    starts: np.ndarray,
-    lens: np.ndarray,
-    chunk: int,
-    nwords: int,
-    unsigned: bool,
-) -> np.ndarray:
+def _pack_words(sub: np.ndarray, lens: np.ndarray, nwords: int, unsigned: bool) -> np.ndarray:
     """Vectorised ``str2hashbuf`` for one chunk of many names.
 
-    ``starts`` are the byte offsets of the chunk in ``flat``, ``lens`` the remaining lengths
-    (>0).  Returns uint32 (n, nwords).
+    ``sub`` holds the chunk's bytes, uint8 (n, 4*nwords), zero past each name's end; ``lens``
+    the remaining lengths (> 0) from the chunk start.  Returns uint32 (n, nwords).
     """
-    n = len(starts)
-    width = nwords * 4
-    pos = np.arange(width, dtype=np.int64)
-    idx = starts[:, None] + pos[None, :]
-    valid = pos[None, :] < np.minimum(lens, width)[:, None]
-    idx = np.where(valid, idx, 0)
-    byt = flat[idx]
-    c = byt.astype(np.int64) if unsigned else byt.view(np.int8).astype(np.int64)
-    c = np.where(valid, c, 0).reshape(n, nwords, 4)
+    n = len(lens)
+    c = sub.view(np.int8) if not unsigned else sub
+    c = c.astype(np.int64).reshape(n, nwords, 4)
     s4 = (c[:, :, 0] << 24) + (c[:, :, 1] << 16) + (c[:, :, 2] << 8) + c[:, :, 3]
     m = np.clip(lens[:, None] - 4 * np.arange(nwords, dtype=np.int64)[None, :], 0, 4)
     ln8 = lens & 0xFF
     pad = ln8 | (ln8 << 8)
     pad = pad | (pad << 16)
+    # m full bytes after the pad word shifted in: (pad << 8m) + bytes, where the bytes are
+    # s4 >> 8(4-m) exactly (the low bytes past the name are zero)
     words = (pad[:, None] << (8 * m)) + (s4 >> (8 * (4 - m)))
     return (words & _M).astype(np.uint32)
 
@@ -284,26 +273,29 @@ def dx_hash_many(
         minor = np.zeros(n, np.uint32)
     elif version in (HALF_MD4, TEA):
         seed = _seed(seed_words)
-        lens = np.fromiter((len(x) for x in names), dtype=np.int64, count=n)
-        flat = np.frombuffer(b"".join(names) + b"\0" * 64, dtype=np.uint8)
-        offs = np.zeros(n, dtype=np.int64)
-        np.cumsum(lens[:-1], out=offs[1:])
-        buf = [np.full(n, s, dtype=np.uint32) for s in seed]
+        lens = np.fromiter(map(len, names), dtype=np.int64, count=n)
         chunk, nwords, fn = (32, 8, _half_md4_np) if version == HALF_MD4 else (16, 4, _tea_np)
-        k = 0
+        buf = [np.full(n, s, dtype=np.uint32) for s in seed]
         with np.errstate(over="ignore"):
+            k = 0
             while True:
                 rem = lens - k * chunk
-                sel = np.nonzero(rem > 0)[0]
-                if len(sel) == 0:
+                live = rem > 0
+                nlive = int(np.count_nonzero(live))
+                if nlive == 0:
                     break
-                w = _pack_words(flat, offs[sel] + k * chunk, rem[sel], chunk, nwords, unsigned)
-                if len(sel) == n:
-                    fn(buf, w)
+                a, b = k * chunk, (k + 1) * chunk
+                if nlive == n:
+                    part = [x[a:b].ljust(chunk, b"\0") for x in names]
+                    sub = np.frombuffer(b"".join(part), dtype=np.uint8).reshape(n, chunk)
+                    fn(buf, _pack_words(sub, rem, nwords, unsigned))
                 else:
-                    sub = [x[sel] for x in buf]
-                    fn(sub, w)
-                    for x, y in zip(buf, sub, strict=True):
+                    sel = np.nonzero(live)[0]
+                    part = [names[i][a:b].ljust(chunk, b"\0") for i in sel.tolist()]
+                    sub = np.frombuffer(b"".join(part), dtype=np.uint8).reshape(nlive, chunk)
+                    bsub = [x[sel] for x in buf]
+                    fn(bsub, _pack_words(sub, rem[sel], nwords, unsigned))
+                    for x, y in zip(buf, bsub, strict=True):
                         x[sel] = y
                 k += 1
         if version == HALF_MD4:

@@ -23,6 +23,7 @@ ext4_dir_entry_2 = Struct(
     "file_type" / Int8ul,  # 0x7 EXT4_FT_*: 1 reg, 2 dir, 3 chr, 4 blk, 5 fifo, 6 sock, 7 symlink
 )
 DIRENT_FMT = "<IHBB"
+DIRENT_DTYPE = np.dtype([("inode", "<u4"), ("rec_len", "<u2"), ("name_len", "u1"), ("file_type", "u1")])
 
 #: ``struct ext4_dir_entry_tail``: the 12-byte fake dirent at the end of a leaf block
 #: that carries the block's metadata_csum checksum.
