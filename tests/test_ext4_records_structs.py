@@ -53,7 +53,7 @@ def test_formats_and_dtypes_match_declarations() -> None:
     for fmt, s in pairs:
         assert struct.calcsize(fmt) == s.sizeof(), fmt
     for dt, s in ((rs.EXTENT_DTYPE, rs.ext4_extent), (rs.EXTENT_IDX_DTYPE, rs.ext4_extent_idx),
-                  (rs.DX_ENTRY_DTYPE, rs.dx_entry)):
+                  (rs.DX_ENTRY_DTYPE, rs.dx_entry), (rs.DIRENT_DTYPE, rs.ext4_dir_entry_2)):
         assert dt.itemsize == s.sizeof()
         assert list(dt.names) == [sc.name for sc in s.subcons]
     # sample rows byte-identical
@@ -67,6 +67,10 @@ def test_formats_and_dtypes_match_declarations() -> None:
         dict(ei_block=7, ei_leaf_lo=0xDEADBEEF, ei_leaf_hi=0x1234, ei_unused=0))
     assert struct.pack(rs.DIRENT_FMT, 12, 16, 5, 1) == rs.ext4_dir_entry_2.build(
         dict(inode=12, rec_len=16, name_len=5, file_type=1))
+    a = np.zeros(1, rs.DIRENT_DTYPE)
+    a[0] = (0x01020304, 0x0506, 7, 2)
+    assert a.tobytes() == rs.ext4_dir_entry_2.build(
+        dict(inode=0x01020304, rec_len=0x0506, name_len=7, file_type=2))
 
 
 def _parse_dirents(blk: bytes, start: int, end: int) -> list:

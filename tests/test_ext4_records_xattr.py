@@ -290,6 +290,10 @@ def test_split_and_errors() -> None:
         encode_xattrs(((b"os2.foo", b"x"),), 96)
     with pytest.raises(UsageError, match="given twice"):
         encode_xattrs(((b"user.a", b"x"), (b"user.a", b"y")), 96)
+    # a list, bytearray values (not cached) and a tuple (cached) give the same result
+    xs = ((b"user.a", b"1" * 90), (b"security.selinux", b"l_t\0"))
+    assert encode_xattrs(list(xs), 96) == encode_xattrs(xs, 96) == encode_xattrs(xs, 96)
+    assert encode_xattrs(tuple((n, bytearray(v)) for n, v in xs), 96) == encode_xattrs(xs, 96)
     # ACL values already in ext4 form are kept; VFS form converted
     acl1 = bytes.fromhex("01000000" "01000600" "04000400" "20000400")
     body, _b = encode_xattrs(((b"system.posix_acl_access", acl1),), 96)

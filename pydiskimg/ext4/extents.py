@@ -35,6 +35,8 @@ def block_slots(block_size: int) -> int:
 
 def extents_needed(runs: Sequence[tuple[int, int, int]]) -> int:
     """Number of extents for ``(logical, physical, length)`` runs once split to <= 32768."""
+    if len(runs) == 1:
+        return -(-runs[0][2] // EXT_MAX_LEN)
     return sum(-(-r[2] // EXT_MAX_LEN) for r in runs)
 
 
@@ -51,6 +53,8 @@ def _level_sizes(n_extents: int, block_size: int) -> list[int]:
 
 def extent_tree_blocks(n_extents: int, block_size: int) -> int:
     """Tree blocks (leaves + index blocks) a file with ``n_extents`` extents needs."""
+    if n_extents <= ROOT_SLOTS:
+        return 0
     return sum(_level_sizes(n_extents, block_size))
 
 
@@ -72,6 +76,23 @@ def _split(runs: Sequence[tuple[int, int, int]]) -> np.ndarray:
             ln -= EXT_MAX_LEN
         out.append((lb, pb, ln))
     return np.array(out, dtype=np.int64).reshape(-1, 3)
+
+
+_LEAF = struct.Struct("<IHHI")
+
+
+def _root_only(runs: Sequence[tuple[int, int, int]]) -> bytes | None:
+    """i_block for up to 4 runs that need no splitting (the common case), without numpy;
+    None when the general path must handle them (long or invalid runs)."""
+    out = [b""]
+    prev_end = 0
+    for lb, pb, ln in runs:
+        if not 0 < ln <= EXT_MAX_LEN or lb < prev_end or lb + ln > 1 << 32 or pb < 0 or pb + ln > 1 << 48:
+            return None
+        prev_end = lb + ln
+        out.append(_LEAF.pack(lb, ln, pb >> 32, pb & 0xFFFFFFFF))
+    out[0] = _HEADER.pack(EXT4_EXT_MAGIC, len(runs), ROOT_SLOTS, 0, 0)
+    return b"".join(out).ljust(60, b"\0")
 
 
 def _leaf_bytes(ext: np.ndarray) -> bytes:
@@ -108,6 +129,10 @@ def build_extents(
     ``ext4_extent_tail`` checksums.  An empty ``runs`` gives an empty depth-0 root.
     """
     bs = block_size
+    if len(runs) <= ROOT_SLOTS and not tree_blocks:
+        fast = _root_only(runs)
+        if fast is not None:
+            return fast, []
     ext = _split(runs)
     n = len(ext)
     sizes = _level_sizes(n, bs)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -192,6 +193,27 @@ def _write_entries(
 
 
 def encode_xattrs(
+    xattrs: Iterable[tuple[bytes, bytes]], inline_space: int, block_size: int = 4096
+) -> tuple[bytes, BlockXattrs | None]:
+    """Split a file's xattrs between the inode body and an xattr block (see
+    :func:`_encode_xattrs`).  Results for a tuple of (bytes, bytes) pairs are cached: trees
+    repeat the same sets (one SELinux label on thousands of files)."""
+    if isinstance(xattrs, tuple):
+        try:
+            return _encode_cached(xattrs, inline_space, block_size)
+        except TypeError:  # unhashable items (bytearray values): no cache
+            pass
+    return _encode_xattrs(xattrs, inline_space, block_size)
+
+
+@functools.lru_cache(maxsize=16384)
+def _encode_cached(
+    xattrs: tuple[tuple[bytes, bytes], ...], inline_space: int, block_size: int
+) -> tuple[bytes, BlockXattrs | None]:
+    return _encode_xattrs(xattrs, inline_space, block_size)
+
+
+def _encode_xattrs(
     xattrs: Iterable[tuple[bytes, bytes]], inline_space: int, block_size: int = 4096
 ) -> tuple[bytes, BlockXattrs | None]:
     """Split a file's xattrs between the inode body and an xattr block.
