@@ -32,7 +32,7 @@ _CRCMOD_C = bool(getattr(sys.modules.get("crcmod.crcmod"), "_usingExtension", Fa
 try:  # optional: the ``crc32c`` package uses the CPU's CRC32 instruction (about 3x faster here)
     from crc32c import crc32c as _hw_crc32c
 except ImportError:  # pragma: no cover - depends on the environment
-    _hw_crc32c = None
+    _hw_crc32c = None  # type: ignore[assignment]
 
 
 def _crc32c_pkg_raw(data: bytes | bytearray | memoryview, seed: int) -> int:
@@ -107,7 +107,7 @@ def inode_table_csums(
     head = buf[:, :8].view("<u4")
     head[:, 0] = np.asarray(inos, dtype=np.uint64).astype("<u4")
     head[:, 1] = np.asarray(gens, dtype=np.uint64).astype("<u4")
-    data = memoryview(buf.reshape(-1))
+    data = buf.reshape(-1).data
     step = 8 + isz
     offs = range(0, n * step, step)
     if _hw_crc32c is not None:

@@ -347,17 +347,17 @@ def build_dir(
     name_start = np.zeros(n, dtype=np.int64)
     np.cumsum(lens[:-1], out=name_start[1:])
     leaves[np.repeat(pos + 8 - name_start, lens) + np.arange(len(flat))] = flat
-    leaves = leaves.reshape(nleaves, bs)
-    leaves[:, bs - TAIL_SIZE : bs - 4] = np.frombuffer(
+    lv = leaves.reshape(nleaves, bs)
+    lv[:, bs - TAIL_SIZE : bs - 4] = np.frombuffer(
         _TAIL.pack(0, TAIL_SIZE, 0, EXT4_FT_DIR_CSUM, 0)[:8], dtype=np.uint8
     )
-    mv = memoryview(leaves.reshape(-1))
+    mv = leaves.data
     sums = np.array(
         [crc32c_raw(iseed, mv[j * bs : j * bs + bs - TAIL_SIZE]) for j in range(nleaves)],
         dtype="<u4",
     )
-    leaves[:, bs - 4 :] = sums.view(np.uint8).reshape(nleaves, 4)
-    out += memoryview(leaves.reshape(-1))
+    lv[:, bs - 4 :] = sums.view(np.uint8).reshape(nleaves, 4)
+    out += leaves.data
     return DirData(bytes(out), True, bs)
 
 
