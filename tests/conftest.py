@@ -182,6 +182,8 @@ def build_torture_tree(root: Path, *, reverse: bool = False, huge: bool = True) 
         os.lchown(p("modes", "big-ids"), 100000, 100001)
         _write(p("modes", "id-65536"), b"")
         os.lchown(p("modes", "id-65536"), 65536, 65535)
+        _write(p("modes", "ids-2^31"), b"")
+        os.lchown(p("modes", "ids-2^31"), 2**32 - 2, 2**31)  # debugfs prints these signed
         os.symlink(b"big-ids", p("modes", "owned-link"))
         os.lchown(p("modes", "owned-link"), 4242, 4343)
 

@@ -233,7 +233,7 @@ def debugfs_batch(image: str | os.PathLike[str], cmds: list[str], offset: int = 
     return res
 
 
-_LS_RE = re.compile(rb"^/(\d+)/(\d+)/(\d+)/(\d+)/([^/]*)/(\d*)/\n", re.M)
+_LS_RE = re.compile(rb"^/(\d+)/(\d+)/(-?\d+)/(-?\d+)/([^/]*)/(\d*)/\n", re.M)
 _TIME_RE = re.compile(rb"^[ \t]*(c|a|m|cr)time: 0x([0-9a-f]+):([0-9a-f]+)", re.M)
 _EXT_RE = re.compile(
     rb"^[ \t]*(\d+)/[ \t]*(\d+)[ \t]+\d+/[ \t]*\d+[ \t]+(\d+)[ \t]*-[ \t]*(\d+)[ \t]+(\d+)"
@@ -294,7 +294,9 @@ def read_image_tree(image: str | os.PathLike[str], offset: int = 0) -> dict[byte
         assert m_mode, f"inode {ino}: no mode in {st_out[:200]!r}"
         e = Entry(
             _KIND_OF_FMT[fmt], int(m_mode.group(1), 8) & 0o7777,
-            _field(st_out, b"User"), _field(st_out, b"Group"), _field(st_out, b"Size"), 0,
+            # debugfs prints 32-bit ids as signed numbers
+            _field(st_out, b"User") & 0xFFFFFFFF, _field(st_out, b"Group") & 0xFFFFFFFF,
+            _field(st_out, b"Size"), 0,
             ident=ino, nlink=_field(st_out, b"Links"),
         )
         times = {m.group(1): _decode_time(int(m.group(2), 16), int(m.group(3), 16))

@@ -33,7 +33,7 @@ def mkfs_d(tree: Path, image: Path, size: str = "8G", offset: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def ref_image(tmp_path_factory: pytest.TempPathFactory, _torture_base: Path) -> Path:
-    return mkfs_d(_torture_base, tmp_path_factory.mktemp("ref") / "ref.img")
+    return mkfs_d(_torture_base, tmp_path_factory.mktemp("ref") / "ref.img", "512M")
 
 
 def test_reference_image_passes(ref_image: Path, torture_tree: Path) -> None:
