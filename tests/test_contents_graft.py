@@ -329,3 +329,45 @@ def test_load_contents_json(tmp_path: Path) -> None:
         assert message in str(info.value), (text, str(info.value))
     with pytest.raises(UsageError, match="cannot read"):
         load_contents_json(tmp_path / "missing.json")
+
+
+def test_contents_image_reads_back(sources: Path, rootfs: Path, tmp_path: Path) -> None:
+    """Grafted tree -> ext4 image -> debugfs equals the seed's rsync staging folder, with the
+    owners the seed's chown -R would give through the tree's passwd/group."""
+    import ext4check as chk
+
+    from pydiskimg.ext4 import Ext4Options, make_filesystem
+
+    if shutil.which("rsync") is None:
+        pytest.fail("rsync (the seed's copy tool, the reference here) is not installed")
+    entries = [
+        {"source": str(sources / "motd"), "target": "/etc/motd", "mode": "644",
+         "user": "root", "group": "root"},
+        {"source": str(sources / "site"), "target": "/srv/www/site", "mode": "750",
+         "user": "www", "group": "www"},
+        {"source": str(sources / "keys/*.pub"), "target": "/home/alice/.ssh", "mode": "600",
+         "user": "alice", "group": "users"},
+        {"source": str(sources / "motd-link"), "target": "/bin/motd"},
+    ]
+    staged = tmp_path / "staged"
+    subprocess.run(["cp", "-a", str(rootfs), str(staged)], check=True)
+    r = run_seed_loop(staged, entries)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tree = scan(rootfs)
+    apply_contents(tree, entries, tree_root=str(rootfs), timestamp=SDE)
+    img = tmp_path / "c.img"
+    make_filesystem(tree, img, options=Ext4Options(timestamp=SDE))
+    chk.assert_fsck_clean(img)
+
+    exp = chk.expected_from_source(staged)
+    before = chk.expected_from_source(rootfs)
+    for p, e in exp.items():
+        if p in before:  # folders the loop wrote into keep their own mtime here
+            e.mtime_ns = before[p].mtime_ns
+        elif e.kind == chk.DIR and e.mtime_ns > T_NS:  # made by mkdir -p: SOURCE_DATE_EPOCH
+            e.mtime_ns = SDE * 10**9
+        for prefix, ids in ((b"/srv/www/site", (54321, 54321)), (b"/home/alice/.ssh", (1000, 100)),
+                            (b"/etc/motd", (0, 0))):
+            if p == prefix or p.startswith(prefix + b"/"):
+                e.uid, e.gid = ids
+    chk.assert_tree_matches(img, exp)
