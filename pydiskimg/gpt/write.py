@@ -27,15 +27,22 @@ from .structs import (
 
 
 class GPTPartitionLike(Protocol):
-    """What :func:`write_gpt` needs to know about a partition."""
+    """What :func:`write_gpt` needs to know about a partition (read-only attributes)."""
 
-    number: int  # 1-based entry index
-    first_lba: int
-    last_lba: int  # inclusive
-    type_guid: uuid.UUID
-    unique_guid: uuid.UUID
-    name: str
-    attributes: int
+    @property
+    def number(self) -> int: ...  # 1-based entry index
+    @property
+    def first_lba(self) -> int: ...
+    @property
+    def last_lba(self) -> int: ...  # inclusive
+    @property
+    def type_guid(self) -> uuid.UUID | None: ...  # None is refused
+    @property
+    def unique_guid(self) -> uuid.UUID | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def attributes(self) -> int: ...
 
 
 def entry_array_sectors(sector_size: int = 512, entries: int = GPT_ENTRIES) -> int:
@@ -65,8 +72,11 @@ def build_entry_array(partitions: Iterable[GPTPartitionLike], entries: int = GPT
         idx = np.array([p.number - 1 for p in parts], dtype=np.int64)
         if idx.min() < 0 or idx.max() >= entries or len(set(idx.tolist())) != len(parts):
             raise ValueError(f"GPT partition numbers must be distinct, from 1 to {entries}")
-        arr["PartitionTypeGUID"][idx] = [p.type_guid.bytes_le for p in parts]
-        arr["UniquePartitionGUID"][idx] = [p.unique_guid.bytes_le for p in parts]
+        for p in parts:
+            if p.type_guid is None or p.unique_guid is None or p.type_guid.int == 0:
+                raise ValueError(f"GPT partition {p.number} needs a non-zero type GUID and a unique GUID")
+        arr["PartitionTypeGUID"][idx] = [p.type_guid.bytes_le for p in parts]  # type: ignore[union-attr]
+        arr["UniquePartitionGUID"][idx] = [p.unique_guid.bytes_le for p in parts]  # type: ignore[union-attr]
         arr["StartingLBA"][idx] = [p.first_lba for p in parts]
         arr["EndingLBA"][idx] = [p.last_lba for p in parts]
         arr["Attributes"][idx] = [p.attributes for p in parts]
