@@ -259,7 +259,29 @@ def _device(part: int | None) -> str:
     return APPLIANCE_DISK if part is None else f"{APPLIANCE_DISK}{part}"
 
 
-def _split_status(out: str, what: str) -> tuple[int, str]:
+def chroot_argv(command: str) -> list[str]:
+    """The argv libguestfs's ``command`` runs chrooted in the image: the image's ``/bin/sh``
+    runs ``command`` verbatim (passed as ``$1``, never re-quoted), stderr merged into stdout,
+    then prints the exit status on a last line of its own (``command`` only reports stderr
+    when a command fails, and we want both streams in order)."""
+    wrapper = f'/bin/sh -c "$1" 2>&1; s=$?; echo; echo "{_STATUS_MARK}$s"'
+    return ["/bin/sh", "-c", wrapper, "pydiskimg", command]
+
+
+def appliance_script(command: str, env: dict[str, str]) -> str:
+    """The script libguestfs's ``debug sh`` runs in the appliance: ``env`` exported, the
+    working folder the image's root, then the same output and status convention as
+    :func:`chroot_argv`."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    return (
+        f"export {exports}; cd {SYSROOT} && /bin/sh -c {shlex.quote(command)} 2>&1; "
+        f"s=$?; echo; echo {_STATUS_MARK}$s"
+    )
+
+
+def split_status(out: str, what: str) -> tuple[int, str]:
+    """Split the output of :func:`chroot_argv` / :func:`appliance_script` into
+    (exit status, the command's own output)."""
     head, sep, tail = out.rpartition(_STATUS_MARK)
     if not sep:
         raise ToolError(f"{what}: no exit status came back from the appliance: {_one_line(out)}")
@@ -354,11 +376,7 @@ def run_in_guest(
                 "ROOT_DEV": root_dev,
                 "ESP_DEV": esp_dev or "",
             }
-            exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            script = (
-                f"export {exports}; cd {SYSROOT} && /bin/sh -c {shlex.quote(command)} 2>&1; "
-                f"echo; echo {_STATUS_MARK}$?"
-            )
+            script = appliance_script(command, env)
             runner = lambda: g.debug("sh", [script])  # noqa: E731
         else:
             if not g.is_file("/bin/sh", followsymlinks=True):
@@ -366,17 +384,17 @@ def run_in_guest(
                     f"{what}: the image has no /bin/sh, so a command cannot run chrooted in it; "
                     "ship a shell in the root tree, or run the command in the appliance"
                 )
-            wrapper = f'/bin/sh -c "$1" 2>&1; echo; echo "{_STATUS_MARK}$?"'
-            runner = lambda: g.command(["/bin/sh", "-c", wrapper, "pydiskimg", command])  # noqa: E731
+            argv = chroot_argv(command)
+            runner = lambda: g.command(argv)  # noqa: E731
         try:
             with _heartbeat(say, f"{what}: still running"):
                 raw_out = runner()
         except RuntimeError as e:
-            raise ToolError(f"{what}: {command!r} could not run: {_one_line(str(e))}") from None
-        status, output = _split_status(raw_out, what)
+            raise ToolError(f"{what}: {shown!r} could not run: {_one_line(str(e))}") from None
+        status, output = split_status(raw_out, what)
         if status != 0:
             raise ToolError(
-                f"{what}: {command!r} failed with exit status {status}: "
+                f"{what}: {shown!r} failed with exit status {status}: "
                 f"{_one_line(output) or '(no output)'}"
             )
         try:

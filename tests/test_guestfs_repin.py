@@ -208,3 +208,30 @@ def test_kvm_probe_is_false_without_a_device(tmp_path: Path) -> None:
     assert guestfs.kvm_device_usable(str(tmp_path / "kvm")) is False
     (tmp_path / "notkvm").write_bytes(b"")
     assert guestfs.kvm_device_usable(str(tmp_path / "notkvm")) is False
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "output"),
+    [
+        ("echo one; echo two >&2; exit 3", 3, "one\ntwo\n"),
+        ("true", 0, ""),
+        ("printf 'no newline'", 0, "no newline"),
+        ("echo \"$1\" '$HOME' `echo x`; false", 1, " $HOME x\n"),
+        ("set -e\nfalse\necho never", 1, ""),
+    ],
+)
+def test_command_wrappers_keep_output_and_status(command: str, status: int, output: str) -> None:
+    """The wrappers run by the appliance, run here by the host's /bin/sh: the command reaches
+    the shell verbatim, both streams come back in order, the exit status is the command's."""
+    r = subprocess.run(guestfs.chroot_argv(command), capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == ""
+    assert guestfs.split_status(r.stdout, "t") == (status, output)
+    script = guestfs.appliance_script(command, {"SYSROOT": "/", "DISK": "/dev/null"})
+    script = script.replace(f"cd {guestfs.SYSROOT}", "cd /")
+    r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True)
+    assert guestfs.split_status(r.stdout, "t") == (status, output)
+
+
+def test_split_status_without_status_line() -> None:
+    with pytest.raises(ToolError, match="no exit status"):
+        guestfs.split_status("just output\n", "installBootLoader")
