@@ -376,3 +376,66 @@ def test_random_trees(tmp_path_factory: pytest.TempPathFactory, items: list) -> 
     ext4check.assert_fsck_clean(img)
     ext4check.assert_tree_matches(img, os.fsencode(src))
     shutil.rmtree(tmp)
+
+
+def test_big_files_extent_trees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files of hundreds of MiB get extents split at 32768 blocks and around backup groups,
+    index blocks in their trees, i_blocks counting them; e2fsck checks all of it (the data
+    copy is skipped: e2fsck does not read file data)."""
+    import importlib
+
+    from pydiskimg.tree import Kind, Node, Tree
+
+    wmod = importlib.import_module("pydiskimg.ext4.write")
+    monkeypatch.setattr(wmod, "_copy_data", lambda *a: None)
+    root = Node(Kind.DIR, 0o755)
+    sizes = {b"a": 700 * MiB + 5, b"b": 1300 * MiB, b"c": 3 * 4096}
+    for name, size in sizes.items():
+        root.entries[name] = Node(Kind.REG, 0o644, size=size, source="/nonexistent",
+                                  mtime_ns=10**18)
+    # a sparse file with 2000 data blocks: a depth-2 extent tree
+    root.entries[b"frag"] = Node(
+        Kind.REG, 0o600, size=8000 * 4096, source="/nonexistent",
+        segments=tuple((i * 4 * 4096, 100) for i in range(2000)),
+    )
+    img = tmp_path / "big.img"
+    p = make_filesystem(Tree(root), img)
+    ext4check.assert_fsck_clean(img)
+    out = ext4check.debugfs_batch(img, ["stat /b", "stat /frag"])
+    assert b"Blockcount: %d" % ((1300 * MiB // 4096 + 1) * 8) in out[0]
+    assert b"ETB1" in out[1] or b"Level Entries" in out[1] or b"(ETB" in out[1]
+    assert p.size < 2000 * MiB / 0.95 + 128 * MiB  # data + 5 % reserve + metadata
+
+
+def test_cli(tmp_path: Path, small_tree: Path) -> None:
+    import json
+    import sys
+
+    out = tmp_path / "fs.img"
+    r = subprocess.run([sys.executable, "-m", "pydiskimg", "ext4", "--root", str(small_tree),
+                        "-o", str(out), "--label", "root", "--json", "--source-date-epoch", "1000"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["size"] == os.path.getsize(out)
+    ext4check.assert_fsck_clean(out)
+    assert "Filesystem volume name:   root" in dumpe2fs(out)
+    # errors: one line, exit 2, no output left behind
+    bad = tmp_path / "bad.img"
+    for args, word in (
+        (["--size", "1M"], "too small"),
+        (["--label", "x" * 17], "label"),
+        (["--uuid", "97FD5997-D90B-4AA3-8D16-C1723AEA73C"], "GUID"),
+        (["--source-date-epoch", "soon"], "integer"),
+    ):
+        big = tmp_path / "bigsrc"
+        if not big.exists():
+            big.mkdir()
+            (big / "blob").write_bytes(b"z" * (3 * MiB))
+        r = subprocess.run([sys.executable, "-m", "pydiskimg", "ext4", "--root", str(big),
+                            "-o", str(bad), *args], capture_output=True, text=True)
+        assert r.returncode == 2, (args, r.stderr)
+        assert word in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr
+        assert not bad.exists()
+        assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
