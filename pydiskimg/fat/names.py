@@ -32,6 +32,8 @@ upper and lower case are kept there; the short entry's NT case bits are never us
 
 from __future__ import annotations
 
+import re
+
 from ..errors import UsageError
 from .structs import LAST_LONG_ENTRY
 
@@ -42,6 +44,7 @@ LONG_ILLEGAL = frozenset('"*/:<>?\\|')
 DEVICE_NAMES = frozenset(
     ["CON", "AUX", "PRN", "NUL"] + [f"COM{i}" for i in range(1, 5)] + [f"LPT{i}" for i in range(1, 5)]
 )
+_LONG_BAD = re.compile(r'[\x00-\x1f"*/:<>?\\|]')
 MAX_LONG_NAME = 255  # UTF-16 code units
 CHARS_PER_SLOT = 13
 MAX_TAIL = 999999
@@ -53,11 +56,11 @@ def decode_name(name: bytes, path: str) -> str:
         text = name.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{path}: the name is not valid UTF-8, which FAT long names need") from None
-    for ch in text:
-        if ord(ch) < 0x20 or ch in LONG_ILLEGAL:
-            raise UsageError(
-                f"{path}: FAT names cannot hold {ch!r} (control characters and \" * / : < > ? \\ | are not allowed)"
-            )
+    bad = _LONG_BAD.search(text)
+    if bad:
+        raise UsageError(
+            f"{path}: FAT names cannot hold {bad.group()!r} (control characters and \" * / : < > ? \\ | are not allowed)"
+        )
     if text[-1] in ". ":
         raise UsageError(f"{path}: FAT names cannot end with a dot or a space (the FAT drivers strip them)")
     if len(text.encode("utf-16-le")) // 2 > MAX_LONG_NAME:
@@ -67,23 +70,25 @@ def decode_name(name: bytes, path: str) -> str:
 
 def fold(name: str) -> str:
     """The case-insensitive key of a long name (FAT folders ignore case)."""
+    if name.isascii():
+        return name.upper()
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in name)
+
+
+#: short-name mapping of ASCII: spaces and dots dropped, forbidden characters to '_'
+_SHORT_TABLE = {ord(c): "_" for c in SHORT_ILLEGAL} | {i: "_" for i in range(0x20)} | {0x7F: "_", 0x20: None, 0x2E: None}
 
 
 def _part(src: str, limit: int) -> tuple[str, bool]:
     """The short form of a base or extension and whether it is lossy."""
+    head = src[:limit]
     lossy = len(src) > limit
-    out = []
-    for ch in src[:limit]:
-        o = ord(ch)
-        if ch in " .":
-            lossy = True
-        elif o < 0x20 or o == 0x7F or o > 0x7E or ch in SHORT_ILLEGAL:
-            out.append("_")
-            lossy = True
-        else:
-            out.append(ch.upper())
-    return "".join(out), lossy
+    if not head.isascii():
+        head = "".join(c if c.isascii() else "\x01" for c in head)  # becomes '_' below
+        lossy = True
+    up = head.upper()
+    out = up.translate(_SHORT_TABLE)
+    return out, lossy or out != up
 
 
 def basis_name(long: str) -> tuple[str, str, bool]:

@@ -195,7 +195,7 @@ class FatPlan:
     boot_sector: bytes
     fsinfo: bytes
     fat: np.ndarray  #: FAT entries 0 .. last used cluster (uint32)
-    directories: list[tuple[int, bytes]]  #: (byte offset, whole clusters)
+    directories: list[tuple[int, memoryview]]  #: (byte offset, whole clusters)
     files: list[tuple[str, Node, int]]  #: (path, node, byte offset of its data)
     used_clusters: int
 
@@ -306,13 +306,14 @@ def plan(tree: Tree, size: int, options: FatOptions) -> FatPlan:
     fat[ends] = EOC
 
     cb = geo.cluster_bytes
-    directories = []
+    dirs = _Directories()
     files = []
     for it in items:
         if it.is_dir:
-            directories.append((geo.cluster_offset(it.first), _directory(it, label11, options.timestamp, it.count * cb)))
+            dirs.add(it, label11, options.timestamp, geo.cluster_offset(it.first), it.count * cb)
         elif it.count:
             files.append((it.path, it.node, geo.cluster_offset(it.first)))
+    directories = dirs.build()
 
     boot = _boot_sector(geo, options.volume_id, label11)
     fsinfo = FSInfo.build(
@@ -369,85 +370,97 @@ def _boot_sector(geo: Geometry, volume_id: int, label11: bytes) -> bytes:
     )
 
 
-def _directory(d: _Item, label11: bytes, timestamp: int, nbytes: int) -> bytes:
-    """The folder's clusters: short entries and long-name slots, then zeros."""
-    buf = np.zeros(nbytes // 32, dtype=DIRENT_DTYPE)
-    lfn = buf.view(LFN_DTYPE)
-    rows: list[int] = []
-    name11s: list[bytes] = []
-    attrs: list[int] = []
-    firsts: list[int] = []
-    sizes: list[int] = []
-    stamps: list[tuple[int, int, int]] = []
-    lrows: list[int] = []
-    ords: list[int] = []
-    chunks: list[bytes] = []
-    sums: list[int] = []
-    i = 0
-    if d.parent is None:
-        if label11 != NO_NAME:
-            date, time, _ = _stamp(timestamp * 1_000_000_000)
-            rows.append(i)
-            name11s.append(label11)
-            attrs.append(ATTR_VOLUME_ID)
-            firsts.append(0)
-            sizes.append(0)
-            stamps.append((date, time, 0))  # mkfs.fat: no hundredths on the label
-            i += 1
-    else:
-        st = _stamp(d.node.mtime_ns)
-        up = d.parent.first if d.parent.parent is not None else 0  # '..' to the root is 0
-        for nm, cl in ((b".          ", d.first), (b"..         ", up)):
-            rows.append(i)
-            name11s.append(nm)
-            attrs.append(ATTR_DIRECTORY)
-            firsts.append(cl)
-            sizes.append(0)
-            stamps.append(st)
-            i += 1
-    for name11, long, it in d.entries:
-        if long is not None:
-            csum = names.lfn_checksum(name11)
-            for o, chunk in names.lfn_chunks(long):
-                lrows.append(i)
-                ords.append(o)
-                chunks.append(chunk)
-                sums.append(csum)
+class _Directories:
+    """Every folder's entries, gathered in Python lists and stored in one numpy table at the end
+    (a few column assignments for the whole volume rather than per folder)."""
+
+    def __init__(self) -> None:
+        self.total = 0  # rows so far (each folder padded to its clusters)
+        self.spans: list[tuple[int, int, int]] = []  # (byte offset in the volume, first row, rows)
+        self.rows: list[int] = []
+        self.name11s: list[bytes] = []
+        self.attrs: list[int] = []
+        self.firsts: list[int] = []
+        self.sizes: list[int] = []
+        self.stamps: list[tuple[int, int, int]] = []
+        self.lrows: list[int] = []
+        self.ords: list[int] = []
+        self.chunks: list[bytes] = []
+        self.sums: list[int] = []
+
+    def _short(self, row: int, name11: bytes, attr: int, first: int, size: int, stamp: tuple[int, int, int]) -> None:
+        self.rows.append(row)
+        self.name11s.append(name11)
+        self.attrs.append(attr)
+        self.firsts.append(first)
+        self.sizes.append(size)
+        self.stamps.append(stamp)
+
+    def add(self, d: _Item, label11: bytes, timestamp: int, offset: int, nbytes: int) -> None:
+        """The folder's entries: label or '.'/'..', then long-name slots and short entries."""
+        base = self.total
+        i = base
+        if d.parent is None:
+            if label11 != NO_NAME:
+                date, time, _ = _stamp(timestamp * 1_000_000_000)
+                # mkfs.fat: no hundredths on the label
+                self._short(i, label11, ATTR_VOLUME_ID, 0, 0, (date, time, 0))
                 i += 1
-        rows.append(i)
-        name11s.append(name11)
-        attrs.append(ATTR_DIRECTORY if it.is_dir else ATTR_ARCHIVE)
-        firsts.append(it.first)
-        sizes.append(0 if it.is_dir else it.nbytes)
-        stamps.append(_stamp(it.node.mtime_ns))
-        i += 1
-    if i * 32 > nbytes:
-        raise InternalError(f"FAT: folder {d.path} has {i} entries, planned {nbytes // 32}")
-    if rows:
-        r = np.array(rows, dtype=np.int64)
-        buf["DIR_Name"][r] = np.frombuffer(b"".join(name11s), dtype=np.uint8).reshape(-1, 11)
-        buf["DIR_Attr"][r] = attrs
-        st = np.array(stamps, dtype=np.int64).reshape(-1, 3)
-        buf["DIR_CrtTimeTenth"][r] = st[:, 2]
-        buf["DIR_CrtTime"][r] = st[:, 1]
-        buf["DIR_CrtDate"][r] = st[:, 0]
-        buf["DIR_LstAccDate"][r] = st[:, 0]
-        buf["DIR_WrtTime"][r] = st[:, 1]
-        buf["DIR_WrtDate"][r] = st[:, 0]
-        fc = np.array(firsts, dtype=np.int64)
-        buf["DIR_FstClusHI"][r] = fc >> 16
-        buf["DIR_FstClusLO"][r] = fc & 0xFFFF
-        buf["DIR_FileSize"][r] = sizes
-    if lrows:
-        r = np.array(lrows, dtype=np.int64)
-        c = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(-1, 26)
-        lfn["LDIR_Ord"][r] = ords
-        lfn["LDIR_Name1"][r] = c[:, 0:10]
-        lfn["LDIR_Attr"][r] = ATTR_LONG_NAME
-        lfn["LDIR_Chksum"][r] = sums
-        lfn["LDIR_Name2"][r] = c[:, 10:22]
-        lfn["LDIR_Name3"][r] = c[:, 22:26]
-    return buf.tobytes()
+        else:
+            st = _stamp(d.node.mtime_ns)
+            up = d.parent.first if d.parent.parent is not None else 0  # '..' to the root is 0
+            self._short(i, b".          ", ATTR_DIRECTORY, d.first, 0, st)
+            self._short(i + 1, b"..         ", ATTR_DIRECTORY, up, 0, st)
+            i += 2
+        for name11, long, it in d.entries:
+            if long is not None:
+                csum = names.lfn_checksum(name11)
+                for o, chunk in names.lfn_chunks(long):
+                    self.lrows.append(i)
+                    self.ords.append(o)
+                    self.chunks.append(chunk)
+                    self.sums.append(csum)
+                    i += 1
+            if it.is_dir:
+                self._short(i, name11, ATTR_DIRECTORY, it.first, 0, _stamp(it.node.mtime_ns))
+            else:
+                self._short(i, name11, ATTR_ARCHIVE, it.first, it.nbytes, _stamp(it.node.mtime_ns))
+            i += 1
+        rows = nbytes // 32
+        if i - base > rows:
+            raise InternalError(f"FAT: folder {d.path} has {i - base} entries, planned {rows}")
+        self.spans.append((offset, base, rows))
+        self.total += rows
+
+    def build(self) -> list[tuple[int, bytes]]:
+        buf = np.zeros(self.total, dtype=DIRENT_DTYPE)
+        lfn = buf.view(LFN_DTYPE)
+        if self.rows:
+            r = np.array(self.rows, dtype=np.int64)
+            buf["DIR_Name"][r] = np.frombuffer(b"".join(self.name11s), dtype=np.uint8).reshape(-1, 11)
+            buf["DIR_Attr"][r] = self.attrs
+            st = np.array(self.stamps, dtype=np.int64).reshape(-1, 3)
+            buf["DIR_CrtTimeTenth"][r] = st[:, 2]
+            buf["DIR_CrtTime"][r] = st[:, 1]
+            buf["DIR_CrtDate"][r] = st[:, 0]
+            buf["DIR_LstAccDate"][r] = st[:, 0]
+            buf["DIR_WrtTime"][r] = st[:, 1]
+            buf["DIR_WrtDate"][r] = st[:, 0]
+            fc = np.array(self.firsts, dtype=np.int64)
+            buf["DIR_FstClusHI"][r] = fc >> 16
+            buf["DIR_FstClusLO"][r] = fc & 0xFFFF
+            buf["DIR_FileSize"][r] = self.sizes
+        if self.lrows:
+            r = np.array(self.lrows, dtype=np.int64)
+            c = np.frombuffer(b"".join(self.chunks), dtype=np.uint8).reshape(-1, 26)
+            lfn["LDIR_Ord"][r] = self.ords
+            lfn["LDIR_Name1"][r] = c[:, 0:10]
+            lfn["LDIR_Attr"][r] = ATTR_LONG_NAME
+            lfn["LDIR_Chksum"][r] = self.sums
+            lfn["LDIR_Name2"][r] = c[:, 10:22]
+            lfn["LDIR_Name3"][r] = c[:, 22:26]
+        raw = memoryview(buf.view(np.uint8).reshape(-1))
+        return [(off, raw[first * 32 : (first + rows) * 32]) for off, first, rows in self.spans]
 
 
 def write(plan: FatPlan, image: Image, progress: Callable[[int, int], None] | None = None) -> None:
@@ -475,19 +488,26 @@ def write(plan: FatPlan, image: Image, progress: Callable[[int, int], None] | No
             progress(done, total)
 
 
-def _copy_file(image: Image, path: str, node: Node, offset: int) -> None:
-    src = node.source
-    if src is None:
+def _source(path: str, node: Node) -> int:
+    if node.source is None:
         raise SourceError(f"{path}: {node.size} bytes planned but the tree has no source file for it")
-    fd = open_source(src)
+    return open_source(node.source)
+
+
+def _changed(node: Node, found: int) -> SourceError:
+    return SourceError(f"{node.source}: changed since it was scanned ({found} bytes, {node.size} expected)")
+
+
+def _copy_file(image: Image, path: str, node: Node, offset: int) -> None:
+    fd = _source(path, node)
     try:
         st = os.fstat(fd)
         if st.st_size != node.size:
-            raise SourceError(f"{src}: changed since it was scanned ({st.st_size} bytes, {node.size} expected)")
+            raise _changed(node, st.st_size)
         for seg_off, seg_len in node.data_segments():
             n = image.copy_from(fd, seg_off, offset + seg_off, seg_len)
             if n != seg_len:
-                raise SourceError(f"{src}: changed while copied (ended at {seg_off + n} of {node.size} bytes)")
+                raise SourceError(f"{node.source}: changed while copied (ended at {seg_off + n} of {node.size} bytes)")
     finally:
         os.close(fd)
 
