@@ -49,6 +49,8 @@ _TAIL = struct.Struct(DIRENT_TAIL_FMT)
 _DX_ROOT_HEAD = struct.Struct(DX_ROOT_HEAD_FMT)
 _CL = struct.Struct("<HH")
 _U32 = struct.Struct("<I")
+_REC_LEN = struct.Struct("<H")
+_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 @dataclass(frozen=True)
@@ -229,22 +231,6 @@ def _dot_dotdot(blk: bytearray, ino: int, parent_ino: int, dotdot_rec_len: int) 
     blk[20:24] = b"..\0\0"
 
 
-def _fill_leaf(
-    blk: bytearray, off: int, items: Sequence[tuple[bytes, int, int]], end: int
-) -> None:
-    """Write dirents from ``off``; the last one's rec_len stretches to ``end``."""
-    pack = _DIRENT.pack_into
-    last = len(items) - 1
-    for i, (name, ino, ft) in enumerate(items):
-        ln = len(name)
-        rl = end - off if i == last else (ln + 11) & ~3
-        pack(blk, off, ino, rl, ln, ft)
-        blk[off + 8 : off + 8 + ln] = name
-        off += rl
-    if off != end:
-        raise InternalError(f"directory leaf filled to {off}, expected {end}")
-
-
 def _dx_block(
     bs: int, head: bytes, count_off: int, entries: list[tuple[int, int]], iseed: int
 ) -> bytearray:
@@ -294,12 +280,19 @@ def build_dir(
     _validate(entries)
     iseed = inode_seed(csum_seed, ino, gen)
     ents = sorted(entries)
+    end = bs - TAIL_SIZE
     if _linear_fits(ents, bs):
         blk = bytearray(bs)
-        end = bs - TAIL_SIZE
         if ents:
             _dot_dotdot(blk, ino, parent_ino, 12)
-            _fill_leaf(blk, 24, ents, end)
+            pack = _DIRENT.pack
+            body = b"".join(
+                [pack(i, (len(nm) + 11) & ~3, len(nm), ft) + nm + _PAD[-len(nm) & 3]
+                 for nm, i, ft in ents]
+            )
+            blk[24 : 24 + len(body)] = body
+            last = 24 + len(body) - ((len(ents[-1][0]) + 11) & ~3)
+            _REC_LEN.pack_into(blk, last + 4, end - last)
         else:
             _dot_dotdot(blk, ino, parent_ino, end - 12)
         _put_tail(blk, bs, iseed)
