@@ -26,6 +26,7 @@ from test_ext4_records_tools import (
     ls_names,
     mkfs,
     needs_e2fsprogs,
+    run,
 )
 
 from pydiskimg.errors import UsageError
@@ -248,3 +249,36 @@ def test_bad_entries() -> None:
             build_dir(ents, 12, 2, **kw)
     with pytest.raises(UsageError):
         build_empty_dir_blocks(11, 2, 0, block_size=BS, csum_seed=1, gen=0)
+
+
+@needs_e2fsprogs
+def test_dx_node_checksums_as_e2fsck_writes_them(base: tuple[Path, RawImage], tmp_path: Path) -> None:
+    """e2fsck -fD re-indexes a 20,000-name directory with dx_nodes; csum.dx_csum recomputes
+    the checksums it stored in the root and in every node."""
+    img = tmp_path / "d.img"
+    shutil.copyfile(base[0], img)
+    names = [b"%05d-" % i + b"q" * 110 for i in range(20000)]
+    _install_and_check(img, names)
+    r = run("e2fsck", "-fyD", str(img), check=False)
+    assert r.returncode in (0, 1), r.stdout
+    assert_fsck_clean(img)
+    raw = RawImage(img)
+    try:
+        dino = ino_of(img, "/d")
+        blocks = blocks_of(img, "/d")
+        root = raw.block(blocks[0])
+        assert root[0x1E] == 1, "e2fsck -D made no dx_nodes"
+        limit, count = struct.unpack_from("<HH", root, 0x20)
+        assert csum.dx_csum(SEED, dino, 0, root, 0x20) == struct.unpack_from(
+            "<I", root, 0x20 + 8 * limit + 4)[0]
+        nodes = [struct.unpack_from("<I", root, 0x24 + 8 * i)[0] for i in range(count)]
+        assert len(nodes) >= 2
+        for lb in nodes:
+            blk = raw.block(blocks[lb])
+            assert struct.unpack_from("<IH", blk, 0) == (0, BS)
+            nlimit = struct.unpack_from("<H", blk, 8)[0]
+            assert nlimit == dx_node_limit(BS)
+            stored = struct.unpack_from("<I", blk, 8 + 8 * nlimit + 4)[0]
+            assert csum.dx_csum(SEED, dino, 0, blk, 8) == stored
+    finally:
+        raw.close()
