@@ -293,6 +293,9 @@ class Build:
         table = s.partition_table if s.partition_table != "none" else "no partition table"
         p.say(f"disk {self.disk_size:,} bytes, {table}; root ext4 {self.ext4_plan.size:,} bytes "
               f"at {self.root_offset:,}, UUID {self.fs_uuid}")
+        if self.fat_plan is not None:
+            p.say(f"ESP FAT32 {self.disk_layout.esp_size:,} bytes at {self.esp_offset:,}, "
+                  f"volume ID {self.esp_volume_id:08X}")
 
     def write_raw(self, path: str) -> None:
         img = Image.create(path, self.disk_size)
