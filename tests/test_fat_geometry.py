@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from fatcheck import assert_fsck_silent, fsck_verbose, mkfs_vfat, run
 
 from pydiskimg import fat
 from pydiskimg.errors import DoesNotFitError, UsageError
 from pydiskimg.fat.geometry import min_fat32_size
 from pydiskimg.tree import Kind, Node, Tree
-
-from fatcheck import assert_fsck_silent, fsck_verbose, mkfs_vfat, run
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from fatcheck import MT_ENV, assert_fsck_silent, mdir, mkfs_vfat, run
 
 from pydiskimg import fat
 from pydiskimg.errors import UsageError
 from pydiskimg.fat import names
 from pydiskimg.tree import scan
-
-from fatcheck import MT_ENV, assert_fsck_silent, mdir, mkfs_vfat, run
 
 # ASCII names where mtools and the specification agree with pydiskimg's rules (see
 # pydiskimg/fat/names.py for the few names where pydiskimg deliberately differs from mtools).

@@ -7,14 +7,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fatcheck import assert_fsck_silent, digest, mdir, mtools_extract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pydiskimg import fat
 from pydiskimg.fat.names import fold
 from pydiskimg.tree import scan
-
-from fatcheck import assert_fsck_silent, digest, mdir, mtools_extract
 
 # letters of both cases, digits, spaces, dots and the characters short names must replace;
 # non-ASCII from the BMP (mtools mishandles surrogate pairs, see test_fat_names)

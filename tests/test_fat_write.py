@@ -12,14 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fatcheck import assert_fsck_silent, digest, mdir, minfo, mtools_extract
 
 from pydiskimg import fat
 from pydiskimg.cli import main as cli_main
 from pydiskimg.errors import DoesNotFitError, SourceError, UsageError
 from pydiskimg.io import Image
 from pydiskimg.tree import Kind, Node, Tree, scan
-
-from fatcheck import MT_ENV, assert_fsck_silent, digest, mdir, minfo, mtools_extract, run
 
 MiB = 1 << 20
 
@@ -37,7 +36,7 @@ def make_sample(root: Path, *, order_seed: int = 0) -> Path:
         ("This is a very long file name.txt", b"long"),
         ("MixedCase.Txt", b"mixed"), ("a.b.c.d", b"dots"), ("empty", b""),
         ("one-cluster", b"c" * 512), ("one-cluster+1", b"c" * 513), ("four-k", b"k" * 4096),
-        ("Long Directory Name/deeper still/ünïcödé.txt", "unicode".encode()),
+        ("Long Directory Name/deeper still/ünïcödé.txt", b"unicode"),
         ("Long Directory Name/deeper still/日本語.efi", rng.randbytes(3000)),
     ] + [(f"EFI/many/file number {i:03d}.bin", rng.randbytes(i * 7)) for i in range(60)]
     if ("EFI/many", None) not in items:

@@ -161,7 +161,7 @@ def _prepare(tree: Tree, label11: bytes) -> _Prepared:
         slots = 2 if d is not root_item else (1 if label11 != NO_NAME else 0)
         subdirs = []
         files = []
-        for (name, child), long, (name11, need_lfn) in zip(kids, longs, shorts, strict=True):
+        for (_name, child), long, (name11, need_lfn) in zip(kids, longs, shorts, strict=True):
             cpath = f"{prefix}/{long}"
             if child.kind is Kind.DIR:
                 it = _Item(cpath, child, True, 0, parent=d)
@@ -432,7 +432,7 @@ class _Directories:
         self.spans.append((offset, base, rows))
         self.total += rows
 
-    def build(self) -> list[tuple[int, bytes]]:
+    def build(self) -> list[tuple[int, memoryview]]:
         buf = np.zeros(self.total, dtype=DIRENT_DTYPE)
         lfn = buf.view(LFN_DTYPE)
         if self.rows:
@@ -459,7 +459,7 @@ class _Directories:
             lfn["LDIR_Chksum"][r] = self.sums
             lfn["LDIR_Name2"][r] = c[:, 10:22]
             lfn["LDIR_Name3"][r] = c[:, 22:26]
-        raw = memoryview(buf.view(np.uint8).reshape(-1))
+        raw = memoryview(buf.view(np.uint8).reshape(-1).data)
         return [(off, raw[first * 32 : (first + rows) * 32]) for off, first, rows in self.spans]
 
 
