@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
     from .. import ext4
     from ..ids import parse_guid
     from ..sizes import parse_disk_size, parse_iec
-    from ..tree import scan
 
     ts = _epoch(args.source_date_epoch)
     size = None if args.size == "auto" else parse_disk_size(args.size, "--size")

@@ -32,12 +32,12 @@ def make_filesystem(
     tree: Tree,
     path: str | os.PathLike[str],
     size: int | None = None,
-    options: Ext4Options = Ext4Options(),
+    options: Ext4Options | None = None,
     additional_space: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Ext4Plan:
     """Plan and write a filesystem image file at ``path`` (nothing is left on failure)."""
-    p = plan(tree, size, options, additional_space=additional_space)
+    p = plan(tree, size, options or Ext4Options(), additional_space=additional_space)
     with atomic_output(path) as tmp:
         img = Image.create(tmp, p.size)
         try:

@@ -94,7 +94,7 @@ def has_super(group: int) -> bool:
 
 def backup_groups(groups: int) -> list[int]:
     """Groups after group 0 holding a backup, in ``list_backups`` order (1, 3, 5, 7, 9, 25...)."""
-    out = []
+    out: list[int] = []
     three, five, seven = 1, 5, 7
     while True:
         # list_backups: the smallest of the three sequences, then advance it

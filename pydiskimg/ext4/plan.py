@@ -158,7 +158,7 @@ def split_time(ns: int, what: str) -> tuple[int, int]:
     return lo, (nsec << 2) | epoch
 
 
-def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node]:
+def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node | None]:
     """Inode numbers in mke2fs -d order; returns the inodes (index ino-1 for ino >= 11,
     reserved ones are absent) and the lost+found node."""
     root = tree.root
@@ -416,12 +416,11 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
             c.nblocks = sum(r[1] for r in c.runs)
             if c.runs and c.runs[-1][0] + c.runs[-1][1] >= 1 << 32:
                 raise UsageError(f"{n.origin}: {n.size} bytes, more than ext4 files hold")
-        elif k is Kind.SYMLINK:
-            if len(n.target) >= 60:
-                if len(n.target) > BS - 1:
-                    raise SourceError(f"{n.origin}: symlink target longer than {BS - 1} bytes")
-                c.runs = [(0, 1)]
-                c.nblocks = 1
+        elif k is Kind.SYMLINK and len(n.target) >= 60:
+            if len(n.target) > BS - 1:
+                raise SourceError(f"{n.origin}: symlink target longer than {BS - 1} bytes")
+            c.runs = [(0, 1)]
+            c.nblocks = 1
         data_blocks += c.nblocks
     xlist = sorted(xblocks)  # deterministic order of shared xattr blocks
     n_x = len(xlist)
@@ -590,7 +589,7 @@ def _allocate(
     if len(counts) and int(counts.sum()):
         for s, n in stream.pieces(n_x + t_res, int(counts.sum())):
             used.mark(s, n)
-    free_after = p.blocks - sum(e - s for s, e in zip(used.starts, used.ends))
+    free_after = p.blocks - sum(e - s for s, e in zip(used.starts, used.ends, strict=False))
     if auto and free_after < p.r_blocks:  # pragma: no cover - checked through the stream
         raise _NoRoom(p.r_blocks - free_after)
 
@@ -630,11 +629,11 @@ def _allocate(
     DIR, REG, SYMLINK, CHR, BLK = Kind.DIR, Kind.REG, Kind.SYMLINK, Kind.CHR, Kind.BLK
     ipg = p.inodes_per_group
     for c in inos:
-        n = c.node
+        nd = c.node
         idx = c.ino - 1
         rows_idx.append(idx)
-        kind = n.kind
-        mode = S_IFMT[kind] | (n.mode & 0o7777)
+        kind = nd.kind
+        mode = S_IFMT[kind] | (nd.mode & 0o7777)
         size = 0
         flags = 0
         nblocks_alloc = c.nblocks
@@ -644,16 +643,16 @@ def _allocate(
             flags = EXT4_EXTENTS_FL | (EXT4_INDEX_FL if c.dir is not None and c.dir.indexed else 0)
             dirs_per_group[idx // ipg] += 1
         elif kind is REG:
-            size = n.size
+            size = nd.size
             flags = EXT4_EXTENTS_FL
         elif kind is SYMLINK:
-            size = len(n.target)
+            size = len(nd.target)
             if c.nblocks:
                 flags = EXT4_EXTENTS_FL
             else:
-                iblock = n.target.ljust(60, b"\0")
+                iblock = nd.target.ljust(60, b"\0")
         elif kind is CHR or kind is BLK:
-            ma, mi = n.rdev_major, n.rdev_minor
+            ma, mi = nd.rdev_major, nd.rdev_minor
             if ma < 256 and mi < 256:
                 iblock = struct.pack("<I", (ma << 8) | mi).ljust(60, b"\0")
             else:
@@ -661,8 +660,9 @@ def _allocate(
                     "<II", 0, (mi & 0xFF) | (ma << 8) | ((mi & ~0xFF) << 12)
                 ).ljust(60, b"\0")
         if flags:  # extent-mapped
-            runs = ext.get(c.ino)
-            if runs is not None:
+            got = ext.get(c.ino)
+            if got is not None:
+                runs = got
                 nt = extent_tree_blocks(extents_needed(runs), BS)
                 tb = [ph for ph, ln in stream.pieces(tpos, nt) for ph in range(ph, ph + ln)] if nt else []
                 tpos += nt
@@ -683,14 +683,14 @@ def _allocate(
             if kind is DIR:
                 _place_bytes(meta, runs, c.dir_bytes)
             elif kind is SYMLINK:
-                _place_bytes(meta, runs, n.target.ljust(BS, b"\0"))
+                _place_bytes(meta, runs, nd.target.ljust(BS, b"\0"))
             elif c.nblocks:
-                if n.segments is None and len(runs) == 1:
-                    pieces = [(0, runs[0][1] * BS, n.size)]
+                if nd.segments is None and len(runs) == 1:
+                    pieces = [(0, runs[0][1] * BS, nd.size)]
                 else:
-                    pieces = _byte_pieces(n, runs)
-                copies.append(FileCopy(c.ino, n.source or "", n.size, pieces))
-                copy_bytes += n.size if n.segments is None else sum(pc[2] for pc in pieces)
+                    pieces = _byte_pieces(nd, runs)
+                copies.append(FileCopy(c.ino, nd.source or "", nd.size, pieces))
+                copy_bytes += nd.size if nd.segments is None else sum(pc[2] for pc in pieces)
         elif iblock:
             iblock_rows.append(idx)
             iblock_data.append(iblock)
@@ -706,18 +706,18 @@ def _allocate(
         if kind is DIR and links >= DIR_NLINK_MAX:
             links = 1
         if links > 0xFFFF:
-            raise UsageError(f"{n.origin}: {links} hard links, ext4 allows at most 65000")
-        mt = n.mtime_ns
-        m = split_time(mt, n.origin)
-        a = split_time(n.atime_ns, n.origin) if n.atime_ns is not None else m
-        ct = split_time(n.ctime_ns, n.origin) if n.ctime_ns is not None else m
-        cr = split_time(n.crtime_ns, n.origin) if n.crtime_ns is not None else m
-        rows_times.append((a[0], a[1], ct[0], ct[1], m[0], m[1], cr[0], cr[1]))
+            raise UsageError(f"{nd.origin}: {links} hard links, ext4 allows at most 65000")
+        mt = nd.mtime_ns
+        m = split_time(mt, nd.origin)
+        at = split_time(nd.atime_ns, nd.origin) if nd.atime_ns is not None else m
+        ct = split_time(nd.ctime_ns, nd.origin) if nd.ctime_ns is not None else m
+        cr = split_time(nd.crtime_ns, nd.origin) if nd.crtime_ns is not None else m
+        rows_times.append((at[0], at[1], ct[0], ct[1], m[0], m[1], cr[0], cr[1]))
         rows_mode.append(mode)
-        if not (0 <= n.uid < 1 << 32 and 0 <= n.gid < 1 << 32):
-            raise UsageError(f"{n.origin}: owner {n.uid}:{n.gid} out of the 32-bit range")
-        rows_uid.append(n.uid)
-        rows_gid.append(n.gid)
+        if not (0 <= nd.uid < 1 << 32 and 0 <= nd.gid < 1 << 32):
+            raise UsageError(f"{nd.origin}: owner {nd.uid}:{nd.gid} out of the 32-bit range")
+        rows_uid.append(nd.uid)
+        rows_gid.append(nd.gid)
         rows_links.append(links)
         rows_size.append(size)
         rows_blocks.append(nblocks_alloc * (BS // 512))
@@ -834,7 +834,7 @@ def _allocate(
         raw[JOURNAL_INO - 1, 0x28:0x64] = np.frombuffer(jib, dtype=np.uint8)
         meta.extend(jtb)
     # a root/lost+found made by pydiskimg: whole-second times like mke2fs
-    extra = {}
+    extra: dict[str, int] = {}
     return Ext4Plan(
         size=p.blocks * BS,
         options=options,

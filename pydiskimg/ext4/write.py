@@ -86,7 +86,7 @@ def _block_bitmap(plan: Ext4Plan) -> np.ndarray:
             for i in range(a, b):
                 bits[i >> 3] |= 1 << (i & 7)
 
-    for s, e in zip(plan.used.starts, plan.used.ends):
+    for s, e in zip(plan.used.starts, plan.used.ends, strict=False):
         set_range(s, e)
     set_range(p.blocks, nbits)
     return bits
@@ -232,8 +232,8 @@ def write(
         w.add(plan.journal_runs[0][1], jsb)
 
     # ---- directories, extent trees, xattr blocks, resize inode blocks, slow symlinks ----
-    for blk, data in plan.blocks:
-        w.add(blk, data)
+    for blk_nr, data in plan.blocks:
+        w.add(blk_nr, data)
     w.flush()
 
     # ---- file data ----
