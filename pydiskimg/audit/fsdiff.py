@@ -376,6 +376,15 @@ class Ext4Diff:
                 keys.add("entries")
                 if sorted(ea) == sorted(eb):
                     self.add(show, "entry order on disk", None, None)
+                else:
+                    # children are compared by path; "." and ".." are only seen here
+                    da, db = dict(ea), dict(eb)
+                    for n in (b".", b".."):
+                        if da.get(n) != db.get(n):
+                            self.add(show, f"entry {n.decode()}", da.get(n), db.get(n))
+                    if len(ea) != len(da) or len(eb) != len(db):
+                        self.add(show, "duplicate entry names", len(ea) - len(da),
+                                 len(eb) - len(db))
         ba = (int(xa.f["i_blocks_lo"]), int(xa.f["l_i_blocks_high"]))
         bb = (int(xb.f["i_blocks_lo"]), int(xb.f["l_i_blocks_high"]))
         if ba != bb:
