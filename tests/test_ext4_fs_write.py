@@ -126,7 +126,7 @@ def empty_tree(tmp: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [8 * MiB, 64 * MiB, 1 * GiB])
+@pytest.mark.parametrize("size", [8 * MiB, 64 * MiB, 1 * GiB, 21 * GiB + 12345 * 4096])
 def test_empty_fs_identical_to_mkfs(tmp_path: Path, size: int) -> None:
     ref = tmp_path / "mkfs.img"
     mkfs(ref, size, "-U", U, "-E", f"hash_seed={H}", env={**ENV, "E2FSPROGS_FAKE_TIME": "1000"})

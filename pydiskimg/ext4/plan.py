@@ -724,11 +724,11 @@ def _allocate(
         rows_flags.append(flags)
 
     if iblock_rows:
-        raw[np.array(iblock_rows), 0x28:0x64] = np.frombuffer(
+        itab["i_block"][np.array(iblock_rows)] = np.frombuffer(
             b"".join(iblock_data), dtype=np.uint8
         ).reshape(-1, 60)
     if inline_rows:
-        raw[np.array(inline_rows), 0xA0:0x100] = np.frombuffer(
+        itab["i_xattr"][np.array(inline_rows)] = np.frombuffer(
             b"".join(inline_data), dtype=np.uint8
         ).reshape(-1, INLINE_XATTR_SPACE)
     if one_ext or no_ext:
@@ -747,11 +747,11 @@ def _allocate(
         ib["ee_len"][:k] = oe[:, 3]
         ib["ee_start_hi"][:k] = oe[:, 2] >> 32
         ib["ee_start_lo"][:k] = oe[:, 2] & 0xFFFFFFFF
-        raw[rows, 0x28:0x64] = ib.view(np.uint8).reshape(-1, 60)
+        itab["i_block"][rows] = ib.view(np.uint8).reshape(-1, 60)
 
     if rows_idx:
         ix = np.array(rows_idx, dtype=np.int64)
-        itab["i_mode"][ix] = rows_mode
+        itab["i_mode"][ix] = np.array(rows_mode, dtype=np.uint16)
         u = np.array(rows_uid, dtype=np.uint64)
         g = np.array(rows_gid, dtype=np.uint64)
         itab["i_uid"][ix] = u & 0xFFFF
@@ -764,8 +764,8 @@ def _allocate(
         bl = np.array(rows_blocks, dtype=np.uint64)
         itab["i_blocks_lo"][ix] = bl & 0xFFFFFFFF
         itab["l_i_blocks_high"][ix] = bl >> 32
-        itab["i_links_count"][ix] = rows_links
-        itab["i_flags"][ix] = rows_flags
+        itab["i_links_count"][ix] = np.array(rows_links, dtype=np.uint16)
+        itab["i_flags"][ix] = np.array(rows_flags, dtype=np.uint32)
         acl = np.array(rows_acl, dtype=np.uint64)
         itab["i_file_acl_lo"][ix] = acl & 0xFFFFFFFF
         itab["l_i_file_acl_high"][ix] = acl >> 32
