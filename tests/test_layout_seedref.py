@@ -103,12 +103,22 @@ def planned_geometry(table: str, disk_bytes: int, boot: str = "256M") -> list[tu
 
 
 def _parted_result(args: tuple[str, str, int, str]) -> list[tuple[int, int, int]] | None:
+    """One parted process: truncate, the seed's script, then ``unit s print`` (machine form)."""
     folder, table, size, boot = args
     path = os.path.join(folder, f"{table}-{size}-{boot}.img")
     try:
-        if not seed_partition(path, table, size, boot, sgdisk=False):
+        subprocess.run(["truncate", "-s", str(size), path], check=True)
+        r = subprocess.run(["parted", "-m", "--script", path, "--", *parted_script(table, boot), "unit", "s", "print"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
             return None
-        return parted_geometry(path)
+        lines = r.stdout.splitlines()
+        last = max(i for i, line in enumerate(lines) if line == "BYT;")
+        rows = []
+        for line in lines[last + 2:]:
+            f = line.rstrip(";").split(":")
+            rows.append((int(f[0]), int(f[1].rstrip("s")), int(f[2].rstrip("s"))))
+        return sorted(rows)
     finally:
         if os.path.exists(path):
             os.unlink(path)
@@ -162,9 +172,9 @@ def _sizes(table: str, rng: random.Random) -> list[int]:
     if table == "legacy":  # the largest disk the msdos script can partition, and one sector more
         big = layout._max_legacy_sectors() * 512
         sizes |= {big, big + 512, big + 511}
-    for _ in range(12):
+    for _ in range(8):
         sizes.add(rng.randrange(m, 64 * 1024 * MiB) // 512 * 512)
-    for _ in range(6):
+    for _ in range(5):
         sizes.add(rng.randrange(m - 4 * MiB, m + 8 * MiB))
     for _ in range(4):
         sizes.add(rng.randrange(m // MiB, 4096) * MiB)
@@ -193,7 +203,7 @@ def test_boot_sizes_match_parted(tmp_path: Path, table: str) -> None:
         except UsageError:
             cases.append((table, 2048 * MiB, boot))  # parted must fail too
             continue
-        for s in (m, m - 512, m + rng.randrange(1, 1 << 30), 2048 * MiB + 4096):
+        for s in (m, m - 512, m + rng.randrange(1, 1 << 30)):
             cases.append((table, s, boot))
     compare_with_parted(tmp_path, cases)
 
