@@ -203,6 +203,7 @@ class Ext4Diff:
         except Error as e:
             self.add("files", "unreadable", None, str(e))
             return
+        self._dirty()
         self._diff_files()
         self.ctx.locators.append((self.oa, self.oa + fa.size, self.label, self._locate_abs))
         if self.in_place:
@@ -276,6 +277,45 @@ class Ext4Diff:
         return blocks, inodes
 
     # -- files ------------------------------------------------------------------------------
+    def _dirty(self) -> None:
+        """Inodes whose table slot, data or tree blocks hold a differing byte (in place only)."""
+        self.dirty_a: set[int] = set()
+        self.dirty_b: set[int] = set()
+        if not self.in_place:
+            return
+        assert self.ranges is not None
+        fa = self.fa
+        bs = fa.block_size
+        itb = -(-fa.ipg * fa.inode_size // bs)
+        tables = sorted((fa.gd[g]["inode_table"], g) for g in range(fa.groups))
+        t_starts = [t for t, _ in tables]
+        block_ranges = []
+        for a, b in self.ranges.intersect(self.oa, self.oa + min(fa.size, self.fb.size)):
+            b0, b1 = (a - self.oa) // bs, (b - self.oa - 1) // bs + 1
+            block_ranges.append((b0, b1))
+            # inode table slots
+            i = bisect.bisect_right(t_starts, b0) - 1
+            while 0 <= i < len(tables) and tables[i][0] < b1:
+                t, g = tables[i]
+                lo = max(a - self.oa, t * bs) - t * bs
+                hi = min(b - self.oa, (t + itb) * bs) - t * bs
+                if hi > lo:
+                    for idx in range(lo // fa.inode_size, (hi - 1) // fa.inode_size + 1):
+                        if idx < fa.ipg:
+                            self.dirty_a.add(g * fa.ipg + idx + 1)
+                i += 1
+        for side, dirty in ((self.side_a, self.dirty_a), (self.side_b, self.dirty_b)):
+            if not len(side.own_start):
+                continue
+            cummax = np.maximum.accumulate(side.own_end)
+            for b0, b1 in block_ranges:
+                i0 = int(np.searchsorted(cummax, b0, side="right"))
+                i1 = int(np.searchsorted(side.own_start, b1, side="left"))
+                for k in range(i0, i1):
+                    if side.own_end[k] > b0:
+                        dirty.add(int(side.own_ino[k]))
+        self.dirty_b |= {i for i in self.dirty_a if i <= fa.inodes_count}
+
     def _diff_files(self) -> None:
         A, B = self.side_a, self.side_b
         for p in sorted(set(A.paths) | set(B.paths)):
@@ -292,6 +332,8 @@ class Ext4Diff:
                 self.attrs_b.setdefault(ib, set()).add("*")
                 self._mark_parent(p)
                 continue
+            if ia == ib and ia not in self.dirty_a and ib not in self.dirty_b:
+                continue  # no differing byte in its inode, data or tree blocks
             keys = self._diff_inode(show, ia, ib)
             self.attrs_a.setdefault(ia, set()).update(keys)
             self.attrs_b.setdefault(ib, set()).update(keys)
@@ -397,6 +439,8 @@ class Ext4Diff:
         """Whether a differing range touches the data or tree blocks of the inode."""
         if not self.in_place:
             return True
+        if ia not in self.dirty_a and ib not in self.dirty_b:
+            return False
         bs = self.fa.block_size
         for side, ino, base in ((self.side_a, ia, self.oa), (self.side_b, ib, self.ob)):
             bm = side.maps.get(ino)

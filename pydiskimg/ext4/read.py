@@ -15,6 +15,7 @@ Field names are the kernel's (``fs/ext4/ext4.h``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import stat
 import struct
@@ -111,7 +112,15 @@ INODE_FIELDS = [f for f in _fields_of(_structs.ext4_inode) if f[0] != "i_xattr"]
 _SB, SUPERBLOCK_LAYOUT = _layout(SUPERBLOCK_FIELDS)
 _GD, GROUP_DESC_LAYOUT = _layout(GROUP_DESC_FIELDS)
 _INO, INODE_LAYOUT = _layout(INODE_FIELDS)
-_INO_BASE = struct.Struct("<" + "".join(f for _, f in INODE_FIELDS[:22]))
+_INODE_NAMES = [n for n, _ in INODE_FIELDS]
+
+
+@functools.lru_cache(maxsize=None)
+def _absent_fields(extra_isize: int) -> tuple[str, ...]:
+    """Inode fields past ``128 + i_extra_isize``: not present in such an inode."""
+    have = 128 + extra_isize
+    return tuple(name for name, off, n in INODE_LAYOUT if off >= 0x82 and off + n > have)
+
 assert _SB.size == 1024 and _GD.size == 64 and _INO.size == 160
 
 # jbd2 superblock (big-endian), the fields we report
@@ -258,6 +267,7 @@ class Ext4:
     """
 
     MAX_DEPTH = 5  # extent tree depth (the kernel allows 5)
+    INODE_CACHE = 1 << 16  # parsed inodes kept (about 1 KiB each)
     MAX_PATH_DEPTH = 4096
 
     def __init__(self, src: Source, offset: int = 0, size: int | None = None, *,
@@ -395,7 +405,7 @@ class Ext4:
         if len(raw) < self.inode_size:
             raise Ext4Error(f"{self.name}: inode {ino} lies past the end of the image (truncated?)")
         inode = self._parse_inode(ino, raw)
-        if len(self._inode_cache) < 4096:
+        if len(self._inode_cache) < self.INODE_CACHE:
             self._inode_cache[ino] = inode
         return inode
 
@@ -408,13 +418,10 @@ class Ext4:
                     f"{self.name}: inode {ino}: i_extra_isize {extra_isize} is not a multiple of "
                     f"4 fitting in {self.inode_size - 128} bytes")
         buf = raw[:160] if len(raw) >= 160 else raw + bytes(160 - len(raw))
-        names = [n for n, _ in INODE_FIELDS]
-        f = dict(zip(names, _INO.unpack(buf), strict=True))
+        f = dict(zip(_INODE_NAMES, _INO.unpack(buf), strict=True))
         # fields past i_extra_isize do not exist in this inode
-        have = 128 + extra_isize
-        for name, off, n in INODE_LAYOUT:
-            if off >= 0x82 and off + n > have:
-                del f[name]
+        for name in _absent_fields(extra_isize):
+            del f[name]
         inode = Inode(ino, raw, f, extra=extra_isize >= 4)
         if self.verify and self.metadata_csum and any(raw):
             data = bytearray(raw)
