@@ -121,3 +121,20 @@ def test_probe_hook_fills_filesystem(tmp_path: Path, capsys: pytest.CaptureFixtu
     d = _inspect(path, capsys)
     assert [p["filesystem"] for p in d["partitions"]] == [{"type": "magic"}, None, None]
     assert len(seen) == 3
+
+
+def test_lister_hook_adds_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydiskimg.audit import table as audit_table
+
+    path = tmp_path / "x.img"
+    assert cli.main(["partition", str(path), "--partition-table", "efi", "--disk-size", "300"]) == 0
+    monkeypatch.setattr(audit_table, "_PROBES", [("magic", lambda src, off, size: {"type": "magic"} if off == 16384 * 512 else None)])
+    monkeypatch.setattr(audit_table, "_LISTERS", {"magic": lambda src, off, size: [{"path": "/a", "size": 1}]})
+    monkeypatch.setattr(audit_table, "_loaded", True)
+    capsys.readouterr()
+    assert cli.main(["inspect", "--json", "--files", str(path)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["partitions"][0]["filesystem"] == {"type": "magic", "files": [{"path": "/a", "size": 1}]}
+    assert d["partitions"][1]["filesystem"] is None
+    assert cli.main(["inspect", "--json", str(path)]) == 0
+    assert "files" not in json.loads(capsys.readouterr().out)["partitions"][0]["filesystem"]

@@ -28,6 +28,13 @@ bytes; it returns ``None`` when the bytes are not its filesystem, otherwise a JS
 with at least ``"type"``.  Probes live in the modules listed in :data:`PROBE_MODULES`, imported
 on first use (a module that does not exist yet is skipped); each registers itself at import.
 A probe that raises a :class:`pydiskimg.errors.Error` is reported as ``{"type": NAME, "error": MSG}``.
+
+File listings (``inspect --files``) come from *listers*: ``lister(source, offset, size) ->
+list[dict]``, keyed by the name of the probe that recognised the filesystem
+(:func:`register_lister`; :data:`DEFAULT_LISTERS` names the known ones as ``"module:function"``,
+imported on first use).  With ``files=True`` each described filesystem gets a ``"files"`` list
+(absent when no lister exists for it); a lister that raises a pydiskimg error gives
+``"files_error": MSG`` instead.
 """
 
 from __future__ import annotations
@@ -52,8 +59,37 @@ Probe = Callable[[ReadableSource, int, int], "dict[str, Any] | None"]
 #: modules that register probes when imported (ext4, FAT); missing ones are skipped
 PROBE_MODULES = ("pydiskimg.audit.ext4", "pydiskimg.audit.fat")
 
+Lister = Callable[[ReadableSource, int, int], "list[dict[str, Any]]"]
+#: probe name -> "module:function" of its lister, resolved on first use
+DEFAULT_LISTERS = {"ext4": "pydiskimg.audit.ext4:ext4_files", "fat": "pydiskimg.audit.fat:fat_files"}
+
 _PROBES: list[tuple[str, Probe]] = []
+_LISTERS: dict[str, Lister] = {}
 _loaded = False
+
+
+def register_lister(name: str, lister: Lister) -> Lister:
+    """File lister for filesystems the probe ``name`` recognises; returns it (decorator use)."""
+    _LISTERS[name] = lister
+    return lister
+
+
+def _lister(name: str) -> Lister | None:
+    if name in _LISTERS:
+        return _LISTERS[name]
+    target = DEFAULT_LISTERS.get(name)
+    if target is None:
+        return None
+    mod, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod), attr, None)
+    except ModuleNotFoundError as e:
+        if e.name != mod:
+            raise
+        fn = None
+    if fn is not None:
+        _LISTERS[name] = fn
+    return fn
 
 
 def register_probe(name: str, probe: Probe) -> Probe:
@@ -77,19 +113,35 @@ def probes() -> list[tuple[str, Probe]]:
     return list(_PROBES)
 
 
-def probe_filesystem(source: ReadableSource, offset: int, size: int) -> dict[str, Any] | None:
-    """The first probe's description of the filesystem at ``offset``, or None."""
+def _probe(source: ReadableSource, offset: int, size: int) -> tuple[str | None, dict[str, Any] | None]:
     for name, probe in probes():
         try:
             found = probe(source, offset, size)
         except Error as e:
-            return {"type": name, "error": str(e)}
+            return None, {"type": name, "error": str(e)}
         if found is not None:
-            return found
-    return None
+            return name, found
+    return None, None
 
 
-def describe(source: ReadableSource, name: str) -> dict[str, Any]:
+def probe_filesystem(source: ReadableSource, offset: int, size: int) -> dict[str, Any] | None:
+    """The first probe's description of the filesystem at ``offset``, or None."""
+    return _probe(source, offset, size)[1]
+
+
+def _filesystem(source: ReadableSource, offset: int, size: int, files: bool) -> dict[str, Any] | None:
+    name, fs = _probe(source, offset, size)
+    if fs is not None and files and name is not None:
+        lister = _lister(name)
+        if lister is not None:
+            try:
+                fs = {**fs, "files": lister(source, offset, size)}
+            except Error as e:
+                fs = {**fs, "files_error": str(e)}
+    return fs
+
+
+def describe(source: ReadableSource, name: str, files: bool = False) -> dict[str, Any]:
     """The JSON description of an open image (see the module docstring)."""
     try:
         lay = read_table(source, name=name)
@@ -97,7 +149,7 @@ def describe(source: ReadableSource, name: str) -> dict[str, Any]:
         raise
     except MBRError as e:
         # no table (or not an MBR): a bare filesystem image is still an image
-        fs = probe_filesystem(source, 0, source.size)
+        fs = _filesystem(source, 0, source.size, files)
         if fs is None:
             raise MBRError(f"{e}; no filesystem found either: not a disk image") from None
         return {
@@ -109,15 +161,16 @@ def describe(source: ReadableSource, name: str) -> dict[str, Any]:
     table = lay.to_dict()
     parts = table.pop("partitions")
     for p, d in zip(lay.partitions, parts, strict=True):
-        d["filesystem"] = probe_filesystem(source, p.offset, p.size)
+        d["filesystem"] = _filesystem(source, p.offset, p.size, files)
     return {"table": table, "partitions": parts, "filesystem": None}
 
 
-def inspect_image(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Open ``path`` (raw or any format :mod:`pydiskimg.audit.source` reads) and describe it."""
+def inspect_image(path: str | os.PathLike[str], files: bool = False) -> dict[str, Any]:
+    """Open ``path`` (raw or any format :mod:`pydiskimg.audit.source` reads) and describe it;
+    ``files``: add each filesystem's file listing."""
     from .source import open_image
 
     path = os.fspath(path)
     with open_image(path) as src:
-        body = describe(src, path)
+        body = describe(src, path, files)
         return {"image": os.path.abspath(path), "format": src.format, "size": src.size, **body}

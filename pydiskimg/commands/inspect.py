@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print JSON (shape: see pydiskimg.audit.table)")
+    p.add_argument("--files", action="store_true", help="also list every file of each filesystem (JSON: \"files\")")
     p.set_defaults(func=run)
 
 
@@ -50,7 +51,10 @@ def _human(d: dict[str, Any]) -> str:
 
 
 def _fs(fs: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in fs.items())
+    text = ", ".join(f"{k} {v}" for k, v in fs.items() if k != "files")
+    for f in fs.get("files", []):
+        text += "\n  " + " ".join(f"{k}={v}" for k, v in f.items())
+    return text
 
 
 def _size(n: int) -> str:
@@ -63,7 +67,7 @@ def _size(n: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..audit.table import inspect_image
 
-    d = inspect_image(args.image)
+    d = inspect_image(args.image, files=args.files)
     if args.json:
         json.dump(d, sys.stdout, indent=2)
         sys.stdout.write("\n")
