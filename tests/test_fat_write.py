@@ -296,3 +296,10 @@ def test_cli_errors(sample, tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("pydiskimg: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_folder_entry_limit():
+    """A FAT folder holds at most 65536 entries; long names take several each."""
+    many = {f"a long file name number {i:05d}".encode(): Node(Kind.REG, 0o644) for i in range(22000)}
+    with pytest.raises(UsageError, match="65536"):
+        fat.plan(Tree(Node(Kind.DIR, 0o755, entries=many)), 64 * MiB, fat.FatOptions())

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import calendar
 import datetime
+from collections.abc import Sequence
+
+import numpy as np
 
 FAT_EPOCH = calendar.timegm((1980, 1, 1, 0, 0, 0))
 FAT_END = calendar.timegm((2107, 12, 31, 23, 59, 58))
@@ -42,3 +45,29 @@ def unix_ns(date: int, time: int, cs: int = 0) -> int | None:
         return None
     sec = calendar.timegm((year, month, day, hour, minute, sec2 * 2))
     return sec * _NS + cs * 10_000_000
+
+
+def fat_datetimes(ns: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fat_datetime` of many times at once (int64 nanoseconds) -> (date, time, cs) arrays."""
+    try:
+        arr = np.asarray(ns, dtype=np.int64)
+    except OverflowError:  # beyond int64: clamp first (FAT's range is far inside it)
+        lo, hi = FAT_EPOCH * _NS - 1, (FAT_END + 1) * _NS
+        arr = np.array([min(max(int(x), lo), hi) for x in ns], dtype=np.int64)
+    sec = arr // _NS
+    frac = arr % _NS
+    low, high = sec < FAT_EPOCH, sec > FAT_END
+    sec = np.clip(sec, FAT_EPOCH, FAT_END)
+    frac = np.where(low | high, 0, frac)
+    days = (sec // 86400).astype("datetime64[D]")
+    years = days.astype("datetime64[Y]")
+    months = days.astype("datetime64[M]")
+    y = years.astype(np.int64) + 1970
+    m = (months - years).astype(np.int64) + 1
+    d = (days - months).astype(np.int64) + 1
+    sod = sec % 86400
+    hh, mm, ss = sod // 3600, sod // 60 % 60, sod % 60
+    date = (y - 1980) << 9 | m << 5 | d
+    time = hh << 11 | mm << 5 | ss // 2
+    cs = (ss & 1) * 100 + frac // 10_000_000
+    return date, time, cs

@@ -161,11 +161,14 @@ class ShortNames:
         return [o for o in out if o is not None]
 
 
+_ROTATE = bytes(((s & 1) << 7) | (s >> 1) for s in range(256))
+
+
 def lfn_checksum(name11: bytes) -> int:
-    """The VFAT checksum of an 11-byte short name [MSFAT ChkSum()]."""
+    """The VFAT checksum of an 11-byte short name [MSFAT ChkSum()]: rotate right, add."""
     s = 0
     for b in name11:
-        s = (((s & 1) << 7) + (s >> 1) + b) & 0xFF
+        s = (_ROTATE[s] + b) & 0xFF
     return s
 
 

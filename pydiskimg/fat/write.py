@@ -22,7 +22,6 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -266,11 +265,6 @@ def _min_size(prep: _Prepared) -> int:
     raise UsageError(f"{_what(prep.label11)}: the tree is too large for any FAT32 volume")
 
 
-@lru_cache(maxsize=4096)
-def _stamp(ns: int) -> tuple[int, int, int]:
-    return dates.fat_datetime(ns)
-
-
 def plan(tree: Tree, size: int, options: FatOptions) -> FatPlan:
     """Plan a FAT32 volume of ``size`` bytes holding ``tree`` (regular files and folders only).
 
@@ -382,13 +376,14 @@ class _Directories:
         self.attrs: list[int] = []
         self.firsts: list[int] = []
         self.sizes: list[int] = []
-        self.stamps: list[tuple[int, int, int]] = []
+        self.stamps: list[int] = []  # mtime in ns of each short entry
+        self.no_cs: list[int] = []  # indexes (in rows) whose 10 ms byte stays 0
         self.lrows: list[int] = []
         self.ords: list[int] = []
         self.chunks: list[bytes] = []
         self.sums: list[int] = []
 
-    def _short(self, row: int, name11: bytes, attr: int, first: int, size: int, stamp: tuple[int, int, int]) -> None:
+    def _short(self, row: int, name11: bytes, attr: int, first: int, size: int, stamp: int) -> None:
         self.rows.append(row)
         self.name11s.append(name11)
         self.attrs.append(attr)
@@ -402,12 +397,11 @@ class _Directories:
         i = base
         if d.parent is None:
             if label11 != NO_NAME:
-                date, time, _ = _stamp(timestamp * 1_000_000_000)
-                # mkfs.fat: no hundredths on the label
-                self._short(i, label11, ATTR_VOLUME_ID, 0, 0, (date, time, 0))
+                self.no_cs.append(len(self.rows))  # mkfs.fat: no hundredths on the label
+                self._short(i, label11, ATTR_VOLUME_ID, 0, 0, timestamp * 1_000_000_000)
                 i += 1
         else:
-            st = _stamp(d.node.mtime_ns)
+            st = d.node.mtime_ns
             up = d.parent.first if d.parent.parent is not None else 0  # '..' to the root is 0
             self._short(i, b".          ", ATTR_DIRECTORY, d.first, 0, st)
             self._short(i + 1, b"..         ", ATTR_DIRECTORY, up, 0, st)
@@ -422,9 +416,9 @@ class _Directories:
                     self.sums.append(csum)
                     i += 1
             if it.is_dir:
-                self._short(i, name11, ATTR_DIRECTORY, it.first, 0, _stamp(it.node.mtime_ns))
+                self._short(i, name11, ATTR_DIRECTORY, it.first, 0, it.node.mtime_ns)
             else:
-                self._short(i, name11, ATTR_ARCHIVE, it.first, it.nbytes, _stamp(it.node.mtime_ns))
+                self._short(i, name11, ATTR_ARCHIVE, it.first, it.nbytes, it.node.mtime_ns)
             i += 1
         rows = nbytes // 32
         if i - base > rows:
@@ -439,13 +433,14 @@ class _Directories:
             r = np.array(self.rows, dtype=np.int64)
             buf["DIR_Name"][r] = np.frombuffer(b"".join(self.name11s), dtype=np.uint8).reshape(-1, 11)
             buf["DIR_Attr"][r] = self.attrs
-            st = np.array(self.stamps, dtype=np.int64).reshape(-1, 3)
-            buf["DIR_CrtTimeTenth"][r] = st[:, 2]
-            buf["DIR_CrtTime"][r] = st[:, 1]
-            buf["DIR_CrtDate"][r] = st[:, 0]
-            buf["DIR_LstAccDate"][r] = st[:, 0]
-            buf["DIR_WrtTime"][r] = st[:, 1]
-            buf["DIR_WrtDate"][r] = st[:, 0]
+            date, time, cs = dates.fat_datetimes(self.stamps)
+            cs[self.no_cs] = 0
+            buf["DIR_CrtTimeTenth"][r] = cs
+            buf["DIR_CrtTime"][r] = time
+            buf["DIR_CrtDate"][r] = date
+            buf["DIR_LstAccDate"][r] = date
+            buf["DIR_WrtTime"][r] = time
+            buf["DIR_WrtDate"][r] = date
             fc = np.array(self.firsts, dtype=np.int64)
             buf["DIR_FstClusHI"][r] = fc >> 16
             buf["DIR_FstClusLO"][r] = fc & 0xFFFF
