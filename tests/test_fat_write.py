@@ -303,3 +303,23 @@ def test_folder_entry_limit():
     many = {f"a long file name number {i:05d}".encode(): Node(Kind.REG, 0o644) for i in range(22000)}
     with pytest.raises(UsageError, match="65536"):
         fat.plan(Tree(Node(Kind.DIR, 0o755, entries=many)), 64 * MiB, fat.FatOptions())
+
+
+def test_hardlinks_become_copies_and_label_named_file(tmp_path):
+    """FAT has no hardlinks: each name gets its own chain.  A file may share the label's name."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "x").write_bytes(b"linked data" * 100)
+    os.link(src / "x", src / "y")
+    (src / "ESP").write_bytes(b"same name as the label")
+    img = tmp_path / "esp.img"
+    build(src, img, 40 * MiB)
+    out = assert_fsck_silent(img)
+    assert " 4 files, " in out  # label + 3 files
+    assert_mtools_equal(img, src, tmp_path)
+
+
+def test_cli_bare_size_is_mib(sample, tmp_path):
+    img = tmp_path / "esp.img"
+    assert cli_main(["fat", "--root", str(sample), "-o", str(img), "--size", "40"]) == 0
+    assert img.stat().st_size == 40 * MiB
