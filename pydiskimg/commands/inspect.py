@@ -50,8 +50,13 @@ def _human(d: dict[str, Any]) -> str:
     return head + "\n" + "\n".join(lines)
 
 
+#: the filesystem fields the human form shows (``--json`` has them all)
+_FS_KEYS = ("type", "label", "uuid", "volume_id_text", "block_size", "cluster_size", "blocks_count",
+            "free_blocks_count", "clusters", "free_clusters", "inodes_count", "free_inodes_count", "error")
+
+
 def _fs(fs: dict[str, Any]) -> str:
-    text = ", ".join(f"{k} {v}" for k, v in fs.items() if k != "files")
+    text = ", ".join(f"{k} {fs[k]}" for k in _FS_KEYS if k in fs)
     for f in fs.get("files", []):
         text += "\n  " + " ".join(f"{k}={v}" for k, v in f.items())
     return text
