@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -73,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     from ..audit.table import inspect_image
 
     d = inspect_image(args.image, files=args.files)
-    if args.json:
-        json.dump(d, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(_human(d))
+    text = json.dumps(d, indent=2) if args.json else _human(d)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `inspect ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

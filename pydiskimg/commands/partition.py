@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--boot-size", default="256M", metavar="SIZE",
                    help="end of the ESP, as parted reads it (256M = 256 MB) [bootSize, default 256M]")
     p.add_argument("--root-gpuid", metavar="GUID", help="root partition GUID [rootGPUID, default F222513B-DED1-49FA-B591-20CE86A2FE7F]")
-    p.add_argument("--disk-guid", metavar="GUID", help="GPT disk GUID (default: the seed's, 97FD5997-F390-0B4A-A3F8-D106C1723AEA)")
+    p.add_argument("--disk-guid", metavar="GUID", help="GPT disk GUID (default: the seed's, 97FD5997-F390-0B4A-A3F8-D106C1723AEA); legacy: the MBR disk signature is derived from it")
     p.add_argument("--seed", metavar="UUID", help="derive every identifier from UUID as systemd-repart does")
     p.add_argument("--json", action="store_true", help="print the layout written, as JSON")
     p.set_defaults(func=run)
