@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -270,7 +271,10 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
             ctx.explained.append((0, 512))
     if ka == kb == "gpt":
         assert da is not None and db is not None
-        _diff_gpt(A, B, da, db, ranges, ctx)
+        try:
+            _diff_gpt(A, B, da, db, ranges, ctx)
+        except Error as e:
+            ctx.add(scope, "GPT", "unreadable", None, str(e))
     ctx.locators.append((0, 512, "MBR", None))
     for d in (da, db):
         if d is not None:
@@ -353,7 +357,10 @@ def _diff_partition(A: Source, B: Source, pa: disk_mod.Part, pb: disk_mod.Part, 
 
     label = scope or f"partition {pa.number}"
     if pa.offset != pb.offset or pa.size != pb.size:
-        # moved or resized: the bytes cannot be compared in place; compare the files only
+        # moved or resized (the table says so): the bytes cannot be compared in place, so they
+        # are accounted for by the table difference; compare the files only
+        ctx.explained.append((pa.offset, pa.offset + pa.size))
+        ctx.explained.append((pb.offset, pb.offset + pb.size))
         fsdiff.diff_filesystems(A, B, pa.offset, pa.size, pb.offset, pb.size, None, ctx, label)
         return
     if not ranges.any_in(pa.offset, pa.offset + pa.size):
@@ -362,22 +369,36 @@ def _diff_partition(A: Source, B: Source, pa: disk_mod.Part, pb: disk_mod.Part, 
 
 
 # -- residual byte ranges --------------------------------------------------------------------------
+_BLOCK_NO = re.compile(r"(logical block|block|cluster|entry of cluster) \d+")
+
+
 def _residual(A: Source, B: Source, ranges: Ranges, ctx: Ctx, da: disk_mod.Disk | None) -> None:
+    """Report the differing bytes nothing above accounted for, named by structure.
+
+    Consecutive pieces in the same structure (the same file's blocks, the journal, free space)
+    are reported as one line with the number of ranges.
+    """
     rest = ranges.subtract(ctx.explained)
-    if A.size != B.size:
-        small, big = min(A.size, B.size), max(A.size, B.size)
-        # the extra tail of the larger image is accounted for by the size difference
-        _ = (small, big)
-    lines = 0
+    groups: list[list[Any]] = []  # [first, last_end, label key, label, bytes, ranges]
     for a, b in rest.items:
         for s, e, label in _split_by_structure(a, b, ctx, da):
-            if lines >= MAX_RESIDUAL_LINES:
-                lines += 1
-                continue
-            ctx.add("bytes", f"{s:#x}-{e - 1:#x} ({e - s} bytes)", label)
-            lines += 1
-    if lines > MAX_RESIDUAL_LINES:
-        ctx.add("bytes", f"... and {lines - MAX_RESIDUAL_LINES} more differing ranges")
+            key = _BLOCK_NO.sub(r"\1 N", label)
+            if groups and groups[-1][2] == key:
+                g = groups[-1]
+                g[1] = e
+                g[4] += e - s
+                g[5] += 1
+            else:
+                groups.append([s, e, key, label, e - s, 1])
+    for n, (s, e, key, label, nbytes, count) in enumerate(groups):
+        if n == MAX_RESIDUAL_LINES:
+            ctx.add("bytes", f"... and {len(groups) - n} more differing structures")
+            break
+        if count == 1:
+            ctx.add("bytes", f"{s:#x}-{e - 1:#x} ({nbytes} bytes)", label)
+        else:
+            ctx.add("bytes", f"{s:#x}-{e - 1:#x} ({nbytes} bytes in {count} ranges)",
+                    key.replace(" N", "s"))
 
 
 def _split_by_structure(a: int, b: int, ctx: Ctx, da: disk_mod.Disk | None

@@ -538,6 +538,8 @@ class Ext4Diff:
                 end_blk = max(blk + 1, min(run_end, nxt_meta))
                 if kind in ("extent tree block", "xattr block"):
                     lab = f"inode {ino} ({side.name(ino)}) {kind} {blk}"
+                elif kind == "journal":
+                    lab = f"journal (inode {ino}), logical block {lblk}"
                 else:
                     lab = f"inode {ino} ({side.name(ino)}) {kind}, logical block {lblk}"
                 return lab, end_blk * bs, ("data", ino, kind, side is self.side_a)

@@ -1,6 +1,18 @@
 """``pydiskimg diff A B [--json]``: explain every difference between two disk images.
 
-Exit status: 0 identical, 1 different, 2 error.  See :mod:`pydiskimg.audit.diff`.
+Exit status: 0 identical, 1 different, 2 error.  See :mod:`pydiskimg.audit.diff` for the method.
+
+Text output: one line per difference, ``SCOPE: ITEM[: FIELD][: A -> B]``, for example::
+
+    partition table: partition 2: UniquePartitionGUID: F222513B-... -> 12345678-...
+    partition 2 (ext4): superblock: s_wtime: 0 -> 1700000000
+    partition 2 (ext4): /etc/passwd: mode: 0644 -> 0600
+    partition 2 (ext4): blocks allocated differently (groups 0, 3): 2 blocks in use only in A -> 5 only in B
+    bytes: 0x9451e7e-0x9451e7f (2 bytes): partition 2, group 0 inode table, inode 219 (/etc/passwd), i_obso_faddr
+
+``--json`` prints ``{"a": PATH, "b": PATH, "identical": BOOL, "differences": [...]}`` where each
+difference is ``{"scope", "item", "field", "a", "b", "text"}`` (bytes values as hex strings,
+``field``/``a``/``b`` null when they do not apply).
 """
 
 from __future__ import annotations
