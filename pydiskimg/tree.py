@@ -294,8 +294,9 @@ class _Scanner:
                     dnode.entries[name] = child
                     if child.kind is Kind.DIR:
                         stack.append((e.path, child))
-            except FileNotFoundError:
-                raise SourceError(f"{os.fsdecode(dpath)}: vanished while scanning") from None
+            except FileNotFoundError as err:
+                gone = err.filename or dpath
+                raise SourceError(f"{os.fsdecode(gone)}: vanished while scanning") from None
             except PermissionError:
                 raise SourceError(f"{os.fsdecode(dpath)}: cannot read folder: permission denied") from None
             except NotADirectoryError:

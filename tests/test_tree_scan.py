@@ -202,3 +202,44 @@ def test_walk_order_and_model() -> None:
     assert [p for p, _ in t.walk()] == [b"/", b"/a", b"/z", b"/a/x"]
     assert t.count() == 3
     assert t.lookup(b"/a/x") is f and t.lookup(b"/z/x") is None and t.lookup("/nope") is None
+
+
+def test_name_too_long_and_vanished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux source filesystems stop at 255 bytes too, so a longer name (possible on other
+    filesystems, e.g. FUSE ones) is simulated by a listing that returns one."""
+    import pydiskimg.tree as tree_mod
+
+    (tmp_path / "d").mkdir()
+    real_scandir = os.scandir
+
+    class Fake:
+        def __init__(self, name: bytes, path: bytes) -> None:
+            self.name, self.path = name, path
+
+        def stat(self, follow_symlinks: bool = True) -> os.stat_result:
+            return os.lstat(self.path)
+
+    class Listing:
+        def __init__(self, entries: list[Fake]) -> None:
+            self.entries = entries
+
+        def __enter__(self) -> list[Fake]:
+            return self.entries
+
+        def __exit__(self, *a: object) -> None:
+            pass
+
+    long = b"x" * 256
+    d = os.fsencode(tmp_path / "d")
+    monkeypatch.setattr(tree_mod.os, "scandir", lambda p: Listing(
+        [Fake(long, os.path.join(p, long))] if p == d else list(real_scandir(p))))
+    with pytest.raises(SourceError) as info:
+        scan(tmp_path)
+    assert str(info.value) == (f"{tmp_path}/d/{'x' * 256}: name is 256 bytes long, ext4 allows "
+                               "at most 255")
+    # the same listing with a 255-byte name: the entry vanished before lstat
+    monkeypatch.setattr(tree_mod.os, "scandir", lambda p: Listing(
+        [Fake(b"y" * 255, os.path.join(p, b"y" * 255))] if p == d else list(real_scandir(p))))
+    with pytest.raises(SourceError) as info:
+        scan(tmp_path)
+    assert str(info.value) == f"{tmp_path}/d/{'y' * 255}: vanished while scanning"
