@@ -189,7 +189,7 @@ def test_geometry_matches_parted_over_many_sizes(tmp_path: Path, table: str) -> 
 
 
 BOOT_SIZES = ["256M", "100M", "512M", "1G", "300MiB", "255MiB", "333333kB", "9M", "250000000B",
-              "600000s", "1.5G", "129MiB", "100kiB", "64M", "1024M"]
+              "600000s", "1.5G", "129MiB", "100kiB", "64M", "1024M", "200mib", "200MIB", "300m"]
 
 
 @need_tools
