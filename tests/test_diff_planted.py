@@ -112,6 +112,18 @@ def test_junk_in_free_space_is_located(gpt_disk: Disk, tmp_path: Path) -> None:
                     f"partition 2, unallocated block {first}"]
 
 
+def test_journal_junk_is_one_grouped_line(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    blk = int(debugfs(b, gpt_disk.root_offset, "bmap <8> 3").split()[-1])
+    with open(b, "r+b") as f:
+        f.seek(gpt_disk.root_offset + blk * 1024)
+        f.write(b"\x01\x00" * 2000)  # 2000 one-byte ranges over 4 journal blocks
+    out = texts(gpt_disk.path, b)
+    assert len(out) == 1, out
+    assert out[0].endswith("(2000 bytes in 2000 ranges): partition 2, journal (inode 8), "
+                           "logical blocks"), out
+
+
 def test_inode_field_located_when_unexplained(gpt_disk: Disk, tmp_path: Path) -> None:
     """A byte of i_obso_faddr (never compared as a file attribute by users) is still named."""
     b = plant(gpt_disk, tmp_path)
