@@ -456,9 +456,9 @@ def plan_layout(
                 raise UsageError(
                     f"bootSize (--boot-size): the seed's parted script cannot lay out the {table} "
                     f"layout with bootSize {boot.text!r} at any disk size (parted reads it as sector "
-                    f"{boot.sector()} with a tolerance of {boot.radius()} sectors, off the 1 MiB grid, "
-                    f"and the root partition cannot start where the ESP ends); give it in M (MB) "
-                    f"or MiB, e.g. '256M'"
+                    f"{boot.sector()} with a tolerance of {boot.radius()} sectors, and the ESP's end "
+                    f"and the root partition's start collide there); write it in M (MB) or MiB, "
+                    f"e.g. '256M' or '256MiB'"
                 ) from None
             raise UsageError(
                 f"bootSize (--boot-size): {boot.text!r} is too small for the {table} layout "
