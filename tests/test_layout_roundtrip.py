@@ -113,3 +113,18 @@ def test_reference_tools_accept_random_mbr(lay: DiskLayout) -> None:
         img.close()
         s = subprocess.run(["sfdisk", "--verify", str(path)], capture_output=True, text=True)
         assert s.returncode == 0 and "No errors detected" in s.stdout, s.stdout + s.stderr
+
+
+@settings(max_examples=60, deadline=None)
+@given(table=st.sampled_from(["legacy", "legacy+gpt", "efi", "hybrid"]),
+       extra=st.integers(0, 1 << 40), boot_mb=st.integers(9, 4000),
+       seed=st.one_of(st.none(), uuids))
+def test_planned_layouts_roundtrip(table: str, extra: int, boot_mb: int, seed: uuid.UUID | None) -> None:
+    boot = f"{boot_mb}M"
+    disk = layout.min_fitting_disk(table, boot) + extra
+    if table == "legacy":
+        disk = min(disk, layout._max_legacy_sectors() * 512)
+    lay = layout.plan_layout(table, disk, boot, seed=seed)
+    back = _roundtrip(lay)
+    assert back.partitions == lay.partitions and back.table == table
+    assert back.disk_guid == lay.disk_guid and back.mbr_signature == lay.mbr_signature
