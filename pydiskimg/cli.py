@@ -24,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand is imported (a faster start)."""
     parser = _Parser(
         prog="pydiskimg",
         description="Bootable disk images (MBR/GPT, ext4, FAT32) written from a tree, "
@@ -33,7 +34,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pydiskimg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else (only,):
         try:
             mod = importlib.import_module(f"pydiskimg.commands.{name}")
         except ModuleNotFoundError as e:
@@ -45,7 +46,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = make_parser(first if first in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
