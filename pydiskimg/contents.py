@@ -255,7 +255,8 @@ def _target_parts(target: str, at: str) -> list[bytes]:
 def _resolve_dir(tree: Tree, parts: list[bytes], *, create: bool, timestamp_ns: int, at: str,
                  shown: str) -> Node:
     """The folder at ``parts`` (``mkdir -p``: missing folders created when ``create``;
-    symlinks followed inside the tree).  Returns None only when not creating and missing."""
+    symlinks followed inside the tree, an absolute one from the tree's root).  UsageError when
+    a component is missing (not creating) or not a folder."""
     node = tree.root
     stack: list[Node] = []  # parents of node, for relative symlinks and '..'
     todo = list(parts)

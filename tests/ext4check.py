@@ -470,6 +470,11 @@ def tree_differences(
     atime = ctime = crtime = mtime; ``None`` skips them.  ``overrides``: image path -> fields
     (``mode``, ``uid``, ``gid``) replacing the source's.  ``ignore``: paths the writer adds
     (lost+found: checked to be a root-owned 0700 folder unless the source has one).
+    ``zero_blocks_may_be_holes``: accept holes where the source has zero-filled data blocks
+    (mkfs.ext4 -d makes them; pydiskimg must not).  ``check_root``: compare the root folder's
+    own mode, owner, times and xattrs.  ``clamp_mtime_ns``/``all_root``: what the scan options
+    of the same names do to the expected values.  :data:`MKFS_LOSSES` holds the settings for
+    an image made by mkfs.ext4 -d.
     """
     exp = dict(expected_from_source(source)) if not isinstance(source, dict) else dict(source)
     got = read_image_tree(image, offset)
