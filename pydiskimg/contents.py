@@ -148,8 +148,7 @@ def parse_chmod(spec: str) -> Callable[[int, bool], int]:
         if item[:1] in ("D", "F"):
             only, item = item[0], item[1:]
         if re.fullmatch(r"[0-7]{1,4}", item):
-            val = int(item, 8)
-            items.append((only, lambda m, d, v=val: v))
+            items.append((only, _absolute(int(item, 8))))
             continue
         m = _SYM_RE.match(item)
         if not m:
@@ -169,6 +168,13 @@ def parse_chmod(spec: str) -> Callable[[int, bool], int]:
         return mode
 
     return apply
+
+
+def _absolute(value: int) -> Callable[[int, bool], int]:
+    def f(mode: int, is_dir: bool) -> int:
+        return value
+
+    return f
 
 
 def _symbolic(mask: int, ops: list[tuple[str, str]]) -> Callable[[int, bool], int]:
