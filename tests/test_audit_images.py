@@ -131,16 +131,17 @@ def debugfs(image: Path, offset: int, cmd: str, write: bool = False) -> str:
 _CACHE: dict[str, object] = {}
 
 
-@pytest.fixture(scope="session")
-def audit_trees(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="session", name="audit_trees")
+def audit_trees_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if "trees" not in _CACHE:
         base = tmp_path_factory.mktemp("audit-trees")
         _CACHE["trees"] = (make_tree(base / "root"), make_esp_tree(base / "esp"))
     return _CACHE["trees"]  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def gpt_disk(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, Path]) -> Disk:
+@pytest.fixture(scope="session", name="gpt_disk")
+def gpt_disk_fixture(tmp_path_factory: pytest.TempPathFactory,
+                     audit_trees: tuple[Path, Path]) -> Disk:
     """A GPT disk image (FAT ESP + ext4 root) made by sgdisk, mkfs.vfat, mcopy, mkfs.ext4.
     Read-only: copy it before planting a change."""
     if _missing:
@@ -151,8 +152,8 @@ def gpt_disk(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, 
     return _CACHE["gpt"]  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def mbr_disk(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, Path]) -> Disk:
+@pytest.fixture(scope="session", name="mbr_disk")
+def mbr_disk_fixture(tmp_path_factory: pytest.TempPathFactory, audit_trees: tuple[Path, Path]) -> Disk:
     if _missing:
         pytest.skip(f"missing tools: {_missing}")
     if "mbr" not in _CACHE:

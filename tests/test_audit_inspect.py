@@ -13,10 +13,10 @@ import pytest
 from test_audit_images import (  # noqa: F401  (fixtures)
     FS_UUID,
     Disk,
-    audit_trees,
+    audit_trees_fixture,
     extract,
-    gpt_disk,
-    mbr_disk,
+    gpt_disk_fixture,
+    mbr_disk_fixture,
     needs_tools,
     run,
 )
@@ -117,7 +117,7 @@ def test_fat_files_match_the_tree(gpt_disk: Disk) -> None:
         files = {f["path"]: f for f in audit_fat.fat_files(s, gpt_disk.esp_offset,
                                                          gpt_disk.esp_size)}
     esp = gpt_disk.esp_tree
-    for dirpath, dirnames, filenames in os.walk(esp):
+    for dirpath, _dirnames, filenames in os.walk(esp):
         for n in filenames:
             full = Path(dirpath) / n
             f = files["/" + str(full.relative_to(esp))]

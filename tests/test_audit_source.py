@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_audit_images import (  # noqa: F401  (fixtures)
     Disk,
-    audit_trees,
-    gpt_disk,
+    audit_trees_fixture,
+    gpt_disk_fixture,
     needs_tools,
     run,
 )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from test_audit_images import (  # noqa: F401  (fixtures)
     Disk,
-    audit_trees,
+    audit_trees_fixture,
     extract,
-    gpt_disk,
-    mbr_disk,
+    gpt_disk_fixture,
+    mbr_disk_fixture,
     needs_tools,
     run,
 )

@@ -256,6 +256,8 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
         ctx.add(scope, "table type", None, ka, kb)
     # sector 0 is an MBR (plain or protective) whenever it ends in 55 AA
     if ranges.any_in(0, 512):
+        fa: dict[str, Any] | None
+        fb: dict[str, Any] | None
         try:
             fa, fb = disk_mod.mbr_fields(A), disk_mod.mbr_fields(B)
         except Error:

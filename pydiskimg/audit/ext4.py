@@ -50,7 +50,8 @@ def ext4_files(src: ReadableSource, offset: int, size: int,
         elif inode.kind == "symlink":
             d["target"] = fs.symlink_target(inode).decode("utf-8", "backslashreplace")
         elif inode.kind in ("chr", "blk"):
-            d["device"] = "%d:%d" % fs.device(inode)
+            major, minor = fs.device(inode)
+            d["device"] = f"{major}:{minor}"
         out.append(d)
     return out
 

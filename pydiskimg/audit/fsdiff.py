@@ -394,7 +394,7 @@ class Ext4Diff:
         if xa.kind != xb.kind:
             return keys
         if xa.kind in ("chr", "blk"):
-            cmp("device", "%d:%d" % fa.device(xa), "%d:%d" % fb.device(xb))
+            cmp("device", "{}:{}".format(*fa.device(xa)), "{}:{}".format(*fb.device(xb)))
             if xa.f["i_block"] != xb.f["i_block"]:
                 keys.add("device")
         elif xa.kind == "symlink":
@@ -421,9 +421,9 @@ class Ext4Diff:
                 else:
                     # children are compared by path; "." and ".." are only seen here
                     da, db = dict(ea), dict(eb)
-                    for n in (b".", b".."):
-                        if da.get(n) != db.get(n):
-                            self.add(show, f"entry {n.decode()}", da.get(n), db.get(n))
+                    for dot in (b".", b".."):
+                        if da.get(dot) != db.get(dot):
+                            self.add(show, f"entry {dot.decode()}", da.get(dot), db.get(dot))
                     if len(ea) != len(da) or len(eb) != len(db):
                         self.add(show, "duplicate entry names", len(ea) - len(da),
                                  len(eb) - len(db))
@@ -638,9 +638,7 @@ class Ext4Diff:
                 return True
             if what == "xattr block" and attrs & {"xattrs", "xattr block"}:
                 return True
-            if what == "data" and "target" in attrs:
-                return True
-            return False
+            return what == "data" and "target" in attrs
         return False
 
     def _account(self) -> None:

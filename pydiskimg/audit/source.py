@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -85,9 +86,9 @@ class Source:
         self._raw_fd: int | None = None
         try:
             st = os.fstat(self.fd)
-            if not (os.path.stat.S_ISREG(st.st_mode) or os.path.stat.S_ISBLK(st.st_mode)):
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
                 raise SourceError(f"{self.path}: not a regular file or block device")
-            self.file_size = st.st_size if os.path.stat.S_ISREG(st.st_mode) else _blk_size(self.fd)
+            self.file_size = st.st_size if stat.S_ISREG(st.st_mode) else _blk_size(self.fd)
             self.format = detect_format(self.path, self.fd, self.file_size)
             self.extents: list[Extent] | None = None
             if self.format == "raw":

@@ -4,6 +4,7 @@ recipe, done right): sparse outputs, data moved kernel-side, a manifest describi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -140,9 +141,7 @@ def split_image(path: str, outdir: str, hashes: bool = True) -> dict[str, Any]:
                 f.write("\n")
         except BaseException:
             for w in written:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(w)
-                except OSError:
-                    pass
             raise
     return manifest

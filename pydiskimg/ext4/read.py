@@ -115,7 +115,7 @@ _INO, INODE_LAYOUT = _layout(INODE_FIELDS)
 _INODE_NAMES = [n for n, _ in INODE_FIELDS]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _absent_fields(extra_isize: int) -> tuple[str, ...]:
     """Inode fields past ``128 + i_extra_isize``: not present in such an inode."""
     have = 128 + extra_isize
@@ -275,8 +275,9 @@ class Ext4:
         self.src = src
         self.offset = offset
         self.name = name
-        if size is None and isinstance(getattr(src, "size", None), int):
-            size = max(0, src.size - offset)
+        src_size = getattr(src, "size", None)
+        if size is None and isinstance(src_size, int):
+            size = max(0, src_size - offset)
         self.verify = verify
         raw = src.read(offset + 1024, 1024)
         if len(raw) < 1024:
