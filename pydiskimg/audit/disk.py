@@ -18,7 +18,7 @@ from ..errors import GPTError, ImageError, MBRError
 from ..gpt.read import read_gpt
 from ..gpt.structs import GPT_ENTRY_DTYPE, GPT_HEADER_SIZE, GPT_SIGNATURE, GPTHeader
 from ..mbr.read import NoTableError, parse, read_mbr
-from ..mbr.structs import MBR, OSTYPE_GPT_PROTECTIVE
+from ..mbr.structs import MBR
 from .source import Source
 
 SECTOR = 512
