@@ -123,3 +123,43 @@ def test_fat_files_match_the_tree(gpt_disk: Disk) -> None:
             f = files["/" + str(full.relative_to(esp))]
             assert f["sha256"] == hashlib.sha256(full.read_bytes()).hexdigest()
             assert f["size"] == full.stat().st_size
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pydiskimg", *args], capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.mark.parametrize("fmt,opts", [("qcow2", ("-c",)), ("vdi", ()), ("vpc", ())])
+def test_inspect_json_same_for_every_format(gpt_disk: Disk, tmp_path: Path, fmt: str,
+                                            opts: tuple[str, ...]) -> None:
+    import json
+
+    img = tmp_path / f"d.{fmt}"
+    run("qemu-img", "convert", *opts, "-O", fmt, str(gpt_disk.path), str(img))
+    raw = _cli("inspect", "--json", str(gpt_disk.path))
+    other = _cli("inspect", "--json", str(img))
+    assert raw.returncode == 0 and other.returncode == 0, other.stderr
+    a, b = json.loads(raw.stdout), json.loads(other.stdout)
+    for d in (a, b):
+        del d["image"], d["format"], d["size"]
+        d["table"].pop("disk_bytes", None)
+        d["table"].pop("disk_sectors", None)
+    assert a == b
+    fs = [p["filesystem"]["type"] for p in a["partitions"]]
+    assert fs == ["FAT12", "ext4"]
+
+
+def test_add_files_lists_both_filesystems(gpt_disk: Disk) -> None:
+    from pydiskimg.audit.files import add_files, format_files
+    from pydiskimg.audit.table import inspect_image
+
+    d = add_files(inspect_image(gpt_disk.path), gpt_disk.path)
+    esp, root = d["partitions"]
+    assert {f["path"] for f in esp["files"]} >= {"/EFI/BOOT/BOOTX64.EFI", "/loader.conf"}
+    assert {f["path"] for f in root["files"]} >= {"/etc/passwd", "/bin/alias"}
+    lines = format_files(root["files"])
+    assert any(line.endswith("/etc/hostname xattrs=user.note") for line in lines)
