@@ -7,6 +7,8 @@ import hashlib
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,10 +127,7 @@ def test_fat_files_match_the_tree(gpt_disk: Disk) -> None:
             assert f["size"] == full.stat().st_size
 
 
-def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pydiskimg", *args], capture_output=True,
                           text=True, check=False)
 
