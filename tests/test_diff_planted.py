@@ -112,6 +112,23 @@ def test_junk_in_free_space_is_located(gpt_disk: Disk, tmp_path: Path) -> None:
                     f"partition 2, unallocated block {first}"]
 
 
+def test_xattr_value(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    debugfs(b, gpt_disk.root_offset, "ea_set /etc/hostname user.note bye", write=True)
+    assert texts(gpt_disk.path, b) == [
+        "partition 2 (ext4): /etc/hostname: xattr user.note: 'hello' -> 'bye'"]
+
+
+def test_hard_link_added(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    debugfs(b, gpt_disk.root_offset, "ln /etc/passwd /bin/pw2", write=True)
+    debugfs(b, gpt_disk.root_offset, "sif /etc/passwd links_count 2", write=True)
+    assert texts(gpt_disk.path, b) == [
+        "partition 2 (ext4): /bin/pw2: absent -> added",
+        "partition 2 (ext4): /etc/passwd: links: 1 -> 2",
+    ]
+
+
 def test_journal_junk_is_one_grouped_line(gpt_disk: Disk, tmp_path: Path) -> None:
     b = plant(gpt_disk, tmp_path)
     blk = int(debugfs(b, gpt_disk.root_offset, "bmap <8> 3").split()[-1])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -41,11 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from ..audit.diff import diff_images
 
     diffs = diff_images(args.a, args.b)
-    if args.json:
-        json.dump({"a": args.a, "b": args.b, "identical": not diffs,
-                   "differences": [d.to_json() for d in diffs]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        for d in diffs:
-            print(d.text())
+    try:
+        if args.json:
+            json.dump({"a": args.a, "b": args.b, "identical": not diffs,
+                       "differences": [d.to_json() for d in diffs]}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            for d in diffs:
+                print(d.text())
+        sys.stdout.flush()
+    except BrokenPipeError:  # diff A B | head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if diffs else 0
