@@ -8,6 +8,7 @@ mtools and fsck.fat -n.
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -132,3 +133,38 @@ def test_image_without_shell_is_a_clear_error(tmp_path: Path) -> None:
     img, _ = efi_image(tmp_path, with_shell=False)
     with pytest.raises(ToolError, match="has no /bin/sh.*in the appliance"):
         guestfs.run_in_guest(img, root_part=2, esp_part=1, command="true")
+
+
+@pytest.mark.slow
+def test_build_with_failing_bootloader_leaves_nothing(tmp_path: Path) -> None:
+    """Through the CLI: exit status 2, one error line with the command's own output, no image
+    and no temporary file left in the output folder."""
+    root = small_tree(tmp_path / "root")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pydiskimg",
+            "build",
+            "--root",
+            str(root),
+            "-o",
+            str(out_dir / "disk.img"),
+            "--partition-table",
+            "legacy",
+            "--format",
+            "qcow2",
+            "--install-bootloader",
+            "echo visible-to-the-user; exit 3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("pydiskimg: error:")]
+    assert len(errors) == 1, r.stderr
+    assert "visible-to-the-user" in errors[0] and "exit status 3" in errors[0]
+    assert "Traceback" not in r.stderr
+    assert list(out_dir.iterdir()) == []
