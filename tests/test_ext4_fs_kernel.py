@@ -63,7 +63,7 @@ def test_kernel_reads_torture_tree(tmp_path: Path, _torture_base: Path) -> None:
             stats = g.lstatnslist(rdir, names)  # one call per folder
             xattrs = g.lxattrlist(rdir, names)
             xi = 0
-            for name, gs in zip(names, stats):
+            for name, gs in zip(names, stats, strict=True):
                 path = os.path.join(dirpath, name)
                 rel = os.path.join(rdir, name)
                 st = os.lstat(path)
