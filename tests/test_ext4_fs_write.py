@@ -439,3 +439,20 @@ def test_cli(tmp_path: Path, small_tree: Path) -> None:
         assert "Traceback" not in r.stderr
         assert not bad.exists()
         assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_dir_nlink_many_subfolders(tmp_path: Path) -> None:
+    """A folder with 65000+ subfolders stores i_links_count 1 (dir_nlink); e2fsck agrees."""
+    from pydiskimg.tree import Kind, Node, Tree
+
+    root = Node(Kind.DIR, 0o755)
+    big = Node(Kind.DIR, 0o755)
+    root.entries[b"big"] = big
+    for i in range(65010):
+        big.entries[b"%05d" % i] = Node(Kind.DIR, 0o755)
+    img = tmp_path / "n.img"
+    make_filesystem(Tree(root), img)
+    ext4check.assert_fsck_clean(img)
+    out = ext4check.debugfs_batch(img, ["stat /big", "stat /big/00007"])
+    assert b"Links: 1 " in out[0]
+    assert b"Links: 2 " in out[1]

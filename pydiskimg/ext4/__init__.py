@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ..errors import Error, UsageError
 from ..io import Image, atomic_output
 from ..tree import Tree
 from .plan import DEFAULT_UUID, Ext4Options, Ext4Plan, plan
@@ -39,11 +40,16 @@ def make_filesystem(
     """Plan and write a filesystem image file at ``path`` (nothing is left on failure)."""
     p = plan(tree, size, options or Ext4Options(), additional_space=additional_space)
     with atomic_output(path) as tmp:
-        img = Image.create(tmp, p.size)
         try:
-            _write(p, img, progress)
-        finally:
-            img.close()
+            img = Image.create(tmp, p.size)
+            try:
+                _write(p, img, progress)
+            finally:
+                img.close()
+        except Error:
+            raise
+        except OSError as e:  # the output side: disk full, quota, I/O error
+            raise UsageError(f"{os.fspath(path)}: cannot write the image: {e.strerror}") from None
     return p
 
 
