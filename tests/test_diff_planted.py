@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from test_audit_images import (  # noqa: F401  (fixtures)
     Disk,
     audit_trees_fixture,
     debugfs,
+    extract,
     gpt_disk_fixture,
     make_gpt_disk,
     mbr_disk_fixture,
@@ -180,6 +182,30 @@ def test_fat_file_content_same_size_same_time(gpt_disk: Disk, tmp_path: Path) ->
     diffs = diff_images(str(gpt_disk.path), str(b))
     assert [(d.scope, d.item, d.field) for d in diffs] == [
         ("partition 1 (FAT)", "/loader.conf", "content")]
+
+
+def test_fat_attribute(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    run("mattrib", "-i", f"{b}@@{gpt_disk.esp_offset}", "+h", "::/EFI/BOOT/BOOTX64.EFI")
+    assert texts(gpt_disk.path, b) == [
+        "partition 1 (FAT): /EFI/BOOT/BOOTX64.EFI: attributes: 0x20 -> 0x22"]
+
+
+def test_fat_slack_byte_is_located(gpt_disk: Disk, tmp_path: Path) -> None:
+    """A byte past the end of a file, in its last cluster: not content, named by structure."""
+    b = plant(gpt_disk, tmp_path)
+    out = run("fsck.fat", "-n", "-v", str(extract(b, gpt_disk.esp_offset, gpt_disk.esp_size,
+                                                   tmp_path / "esp")))
+    data = int(re.search(r"Data area starts at byte (\d+)", out).group(1))
+    csize = int(re.search(r"(\d+) bytes per cluster", out).group(1))
+    first = int(run("mshowfat", "-i", f"{b}@@{gpt_disk.esp_offset}",
+                    "::/loader.conf").split("<")[1].split("-")[0].split(">")[0])
+    at = gpt_disk.esp_offset + data + (first - 2) * csize + csize - 1
+    with open(b, "r+b") as f:
+        f.seek(at)
+        f.write(b"Z")
+    assert texts(gpt_disk.path, b) == [
+        f"bytes: {at:#x}-{at:#x} (1 bytes): partition 1, file /loader.conf, cluster {first}"]
 
 
 def test_fat_volume_id(gpt_disk: Disk, tmp_path: Path) -> None:
