@@ -26,7 +26,8 @@ from test_audit_images import FAKE_TIME, FS_UUID, needs_tools, run
 
 from pydiskimg.audit import diff as diff_mod
 from pydiskimg.audit.disk import read_disk
-from pydiskimg.audit.fatdiff import fat_files, fat_info
+from pydiskimg.audit.fatdiff import _walk as fat_walk
+from pydiskimg.audit.fatdiff import fat_fd, fat_files, fat_info
 from pydiskimg.errors import Error
 from pydiskimg.ext4.read import Ext4
 
@@ -171,6 +172,15 @@ def exercise(src: BytesSource, root_size: int) -> None:
     try:
         fat_info(src, ESP_OFF, ESP_SIZE)  # type: ignore[arg-type]
         fat_files(src, ESP_OFF, ESP_SIZE)  # type: ignore[arg-type]
+    except Error:
+        pass
+    try:
+        with fat_fd(src, ESP_OFF, ESP_SIZE) as (fd, off):  # type: ignore[arg-type]
+            vol = fat_walk(fd, off, ESP_SIZE)
+            for path, node in vol.nodes.items():
+                if not node.is_dir:
+                    for _ in vol.data(path):
+                        pass
     except Error:
         pass
 
