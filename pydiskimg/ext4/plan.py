@@ -130,7 +130,7 @@ class Ext4Plan:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Ino:
     ino: int
     node: Node
