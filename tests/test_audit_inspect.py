@@ -16,6 +16,7 @@ from test_audit_images import (  # noqa: F401  (fixtures)
     FS_UUID,
     Disk,
     audit_trees_fixture,
+    debugfs,
     extract,
     gpt_disk_fixture,
     mbr_disk_fixture,
@@ -152,13 +153,31 @@ def test_inspect_json_same_for_every_format(gpt_disk: Disk, tmp_path: Path, fmt:
     assert fs == ["FAT12", "ext4"]
 
 
-def test_add_files_lists_both_filesystems(gpt_disk: Disk) -> None:
-    from pydiskimg.audit.files import add_files, format_files
-    from pydiskimg.audit.table import inspect_image
+def test_inspect_files_cli_lists_both_filesystems(gpt_disk: Disk) -> None:
+    import json
 
-    d = add_files(inspect_image(gpt_disk.path), gpt_disk.path)
-    esp, root = d["partitions"]
+    p = _cli("inspect", "--files", "--json", str(gpt_disk.path))
+    assert p.returncode == 0, p.stderr
+    esp, root = (q["filesystem"] for q in json.loads(p.stdout)["partitions"])
     assert {f["path"] for f in esp["files"]} >= {"/EFI/BOOT/BOOTX64.EFI", "/loader.conf"}
-    assert {f["path"] for f in root["files"]} >= {"/etc/passwd", "/bin/alias"}
-    lines = format_files(root["files"])
-    assert any(line.endswith("/etc/hostname xattrs=user.note") for line in lines)
+    files = {f["path"]: f for f in root["files"]}
+    assert files["/etc/hostname"]["xattrs"] == ["user.note"]
+    assert files["/bin/alias"]["target"] == "tool"
+
+
+def test_inspect_files_on_a_corrupt_ext4_is_a_clear_message(gpt_disk: Disk, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    bad = tmp_path / "bad.img"
+    shutil.copyfile(gpt_disk.path, bad)
+    # the first extent of /many (i_block word 5: ee_start_lo) far past the end of the
+    # filesystem; debugfs keeps the inode checksum valid
+    debugfs(bad, gpt_disk.root_offset, f"sif /many block[5] {1 << 30}", write=True)
+    p = _cli("inspect", "--files", "--json", str(bad))
+    assert p.returncode in (0, 2) and "Traceback" not in p.stderr
+    if p.returncode == 0:
+        root = json.loads(p.stdout)["partitions"][1]["filesystem"]
+        assert "outside the filesystem" in (root.get("files_error") or root.get("error", ""))
+    else:
+        assert p.stderr.count("\n") == 1
