@@ -59,6 +59,8 @@ class Difference:
             head += f": {self.field}"
         if self.a is None and self.b is None:
             return head
+        if self.field in ("unreadable", "invalid") and self.a is None:
+            return f"{head}: {self.b}"
         return f"{head}: {_show(self.a)} -> {_show(self.b)}"
 
     def to_json(self) -> dict[str, Any]:
