@@ -257,7 +257,7 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
     if ka != kb:
         ctx.add(scope, "table type", None, ka, kb)
     # sector 0 is an MBR (plain or protective) whenever it ends in 55 AA
-    if ranges.any_in(0, 512):
+    if ranges.any_in(0, 512) and {ka, kb} & {"mbr", "gpt"}:
         fa: dict[str, Any] | None
         fb: dict[str, Any] | None
         try:
@@ -279,7 +279,7 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
             _diff_gpt(A, B, da, db, ranges, ctx)
         except Error as e:
             ctx.add(scope, "GPT", "unreadable", None, str(e))
-    ctx.locators.append((0, 512, "MBR", None))
+    ctx.locators.append((0, 512, "MBR" if {ka, kb} & {"mbr", "gpt"} else "sector 0", None))
     for d in (da, db):
         if d is not None:
             for a, b, label in d.areas:
