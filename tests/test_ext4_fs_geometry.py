@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pydiskimg.ext4 import geometry as geo
 from pydiskimg.ext4 import structs
@@ -134,3 +136,64 @@ def test_journal_sizes() -> None:
     assert geo.journal_blocks_for(2048) == 1024
     assert geo.journal_blocks_for(262144) == 8192
     assert geo.journal_blocks_for(32768 * 1024) == 262144
+
+
+def _c_get_free_blocks(used: list[bool], start: int, finish: int, num: int) -> int | None:
+    """ext2fs_get_free_blocks2 transcribed literally (one block per step)."""
+    blocks = len(used)
+    b = start
+    if not finish:
+        finish = start
+    guard = 0
+    while True:
+        if b + num - 1 >= blocks:
+            if finish > start:
+                return None
+            b = 0
+            guard += 1
+            if guard > 2:
+                return None
+        if not any(used[b : b + num]):
+            return b
+        b += 1
+        if b == finish:
+            return None
+
+
+def _c_new_block(used: list[bool], goal: int) -> int | None:
+    blocks = len(used)
+    if goal >= blocks:
+        goal = 0
+    for b in list(range(goal, blocks)) + list(range(0, goal)):
+        if not used[b]:
+            return b
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(20, 120).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(1, 15)), max_size=8),
+            st.integers(0, n - 1),
+            st.integers(0, n - 1),
+            st.integers(1, 10),
+        )
+    )
+)
+def test_allocator_primitives_match_libext2fs(args: tuple) -> None:
+    n, marks, start, finish, num = args
+    u = geo.Used(n)
+    flags = [False] * n
+    for s, ln in marks:
+        ln = min(ln, n - s)
+        u.mark(s, ln)
+        for i in range(s, s + ln):
+            flags[i] = True
+    assert u.get_free_blocks(start, finish, num) == _c_get_free_blocks(flags, start, finish, num)
+    if not all(flags):
+        assert u.new_block(start) == _c_new_block(flags, start)
+    assert u.used_in(0, n) == sum(flags)
+    free = [b for s, ln in u.free_runs(0) for b in range(s, s + ln)]
+    assert free == [i for i in range(n) if not flags[i]]

@@ -322,9 +322,9 @@ class _Stream:
 def _journal_runs(used: geo.Used, goal: int, n: int) -> list[tuple[int, int]]:
     """ext2fs_fallocate of ``n`` blocks from ``goal``, wrapping: free runs in order."""
     runs: list[tuple[int, int]] = []
-    for s, ln in used.free_runs(goal) + used.free_runs(0):
-        if s < goal and runs and s >= runs[0][0]:
-            break
+    after = used.free_runs(goal)
+    before = [(s, min(ln, goal - s)) for s, ln in used.free_runs(0) if s < goal]
+    for s, ln in after + before:
         take = min(ln, n)
         runs.append((s, take))
         n -= take
