@@ -23,7 +23,7 @@ from . import ext4, fat, ids, layout
 from .contents import apply_contents
 from .errors import DoesNotFitError, ToolError, UsageError
 from .io import Image
-from .spec import FORMAT_SUFFIX, SEED_ROOT_GPUID, ImageSpec
+from .spec import SEED_ROOT_GPUID, ImageSpec
 from .tree import Kind, Node, Tree, scan
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,7 @@ class Build:
     def plan(self) -> None:
         s = self.spec
         self.identifiers()
+        assert self.tree is not None and self.fs_uuid is not None
         opts = ext4.Ext4Options(
             label=s.effective_label,
             uuid=self.fs_uuid,
@@ -192,16 +193,15 @@ class Build:
         try:
             self.ext4_plan = ext4.plan(self.tree, root_size - root_size % BLOCK, opts)
         except DoesNotFitError as e:
-            if s.disk_size is None:
+            if s.disk_size is None or e.needed <= e.given:
                 raise
             need_disk = e.needed if table == "none" else layout.min_disk_size(table, s.boot_size, e.needed)
-            raise DoesNotFitError(
-                f"diskSize (--disk-size): the root filesystem needs {e.needed} bytes; the disk", _round_up(need_disk, MiB), disk
-            ) from None
+            raise DoesNotFitError("diskSize (--disk-size)", _round_up(need_disk, MiB), disk) from None
         self.root_offset = root_off
         if self.esp_tree is not None:
             esp_off, esp_size = self.disk_layout.esp_offset, self.disk_layout.esp_size
             self.esp_offset = esp_off
+            assert self.esp_volume_id is not None
             try:
                 self.fat_plan = fat.plan(
                     self.esp_tree,
@@ -223,7 +223,7 @@ class Build:
             text = f"{mb}M"
             try:
                 lay = layout.plan_layout(self.spec.partition_table, self.disk_size + 2 * esp_bytes + 64 * MiB, text)
-                if lay.esp_size >= esp_bytes:
+                if (lay.esp_size or 0) >= esp_bytes:
                     return text
             except UsageError:
                 pass
@@ -240,6 +240,7 @@ class Build:
             # systemd-repart: the filesystem UUID comes from its partition's UUID, which does
             # not depend on the disk size: ask a layout of any size that fits
             probe = self._layout(layout.min_fitting_disk(s.partition_table, s.boot_size) + 64 * MiB)
+            assert probe.root_guid is not None
             self.fs_uuid = ids.repart_fs_uuid(probe.root_guid)
         elif s.seed is not None and s.root_gpuid is None:
             # no partition table: no partition UUID to derive from, so derive from the seed itself
@@ -263,6 +264,7 @@ class Build:
         if s.has_esp:
             # the ESP's volume ID is derived from its partition GUID as systemd-repart derives
             # a filesystem UUID: first 4 bytes of HMAC-SHA256(partition UUID, "file-system-uuid")
+            assert lay.esp_guid is not None
             self.esp_volume_id = ids.fat_volume_id(ids.repart_fs_uuid(lay.esp_guid))
         return lay
 
@@ -314,6 +316,7 @@ class Build:
 
         s = self.spec
         lay = self.disk_layout
+        assert s.install_bootloader is not None and self.fs_uuid is not None
         out = guestfs.bootloader_stage(
             raw,
             command=s.install_bootloader,
@@ -336,6 +339,7 @@ class Build:
 
         lay = self.disk_layout
         disk_guid = lay.disk_guid if lay is not None and lay.disk_guid else self.fs_uuid
+        assert disk_guid is not None
         qemu.convert(raw, final, self.spec.format, deterministic=self.spec.deterministic,
                      disk_guid=disk_guid, timestamp=self.spec.timestamp)
         os.unlink(raw)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=f"Arguments that only make sense inside Nix: {nix_only}.",
     )
     p.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="a TOML file of make-disk-image.nix arguments")
-    for key, (attr, flag, kind, help_text) in FIELDS.items():
+    for key, (_attr, flag, _kind, help_text) in FIELDS.items():
         names = flag.split("/")
         if key == "deterministic":
             p.add_argument("--no-deterministic", dest=key, action="store_const", const=False,
