@@ -185,31 +185,34 @@ def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node | None]:
         out.append(li)
         nxt += 1
     # depth-first, name order, subtree before the next sibling
-    stack: list[tuple[_Ino, list[tuple[bytes, Node]], int]] = [
-        (r, sorted(root_entries.items()), 0)
+    DIR = Kind.DIR
+    stack: list[tuple[_Ino, Iterator[tuple[bytes, Node]]]] = [
+        (r, iter(sorted(root_entries.items())))
     ]
     while stack:
-        d, items, i = stack.pop()
-        if i >= len(items):
-            continue
-        stack.append((d, items, i + 1))
-        name, child = items[i]
-        c = by_id.get(id(child))
-        new = c is None or (c.ino == LOST_FOUND_INO and c.links == 0)
-        if c is None:
-            c = _Ino(nxt, child)
-            nxt += 1
-            by_id[id(child)] = c
-            out.append(c)
-        elif not new and child.kind is Kind.DIR:
-            raise SourceError(f"{child.origin or name!r}: folder reachable under two names")
-        c.links += 1
-        d.entries.append((name, c.ino, int(child.kind)))
-        if child.kind is Kind.DIR:
-            d.links += 1  # the child's ".."
-            if new:
-                c.parent = d.ino
-                stack.append((c, sorted(child.entries.items()), 0))
+        d, it = stack[-1]
+        entries = d.entries
+        for name, child in it:
+            kind = child.kind
+            c = by_id.get(id(child))
+            new = c is None or (c.ino == LOST_FOUND_INO and c.links == 0)
+            if c is None:
+                c = _Ino(nxt, child)
+                nxt += 1
+                by_id[id(child)] = c
+                out.append(c)
+            elif not new and kind is DIR:
+                raise SourceError(f"{child.origin or name!r}: folder reachable under two names")
+            c.links += 1
+            entries.append((name, c.ino, int(kind)))
+            if kind is DIR:
+                d.links += 1  # the child's ".."
+                if new:
+                    c.parent = d.ino
+                    stack.append((c, iter(sorted(child.entries.items()))))
+                    break
+        else:
+            stack.pop()
     r.links += 2  # "." and the root's ".." pointing to itself
     for c in out:
         if c.node.kind is Kind.DIR:
