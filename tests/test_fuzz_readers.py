@@ -28,7 +28,7 @@ from pydiskimg.audit import diff as diff_mod
 from pydiskimg.audit.disk import read_disk
 from pydiskimg.audit.fatdiff import _walk as fat_walk
 from pydiskimg.audit.fatdiff import fat_fd, fat_files, fat_info
-from pydiskimg.errors import Error
+from pydiskimg.errors import ChecksumError, Error
 from pydiskimg.ext4.read import Ext4
 
 pytestmark = needs_tools
@@ -305,3 +305,14 @@ def test_absurd_superblock_fields(base: Base, field: int, value: int, match: str
     if field != 0x38:  # with checksums verified the superblock checksum fails first
         with pytest.raises(Error, match="checksum"):
             Ext4(BytesSource(bytes(data)), ROOT_OFF, base.root_size, verify=True)
+
+
+def test_directory_block_checksum_is_verified(base: Base) -> None:
+    data = bytearray(base.data)
+    start, _ = base.regions["dir /"]
+    data[start + 33] ^= 0x20  # a letter of the third entry's name (lost+found)
+    src = BytesSource(bytes(data))
+    with pytest.raises(ChecksumError, match="directory inode 2 block 0"):
+        list(Ext4(src, ROOT_OFF, base.root_size).walk())
+    names = {p for p, _ in Ext4(src, ROOT_OFF, base.root_size, verify=False).walk()}
+    assert b"/lOst+found" in names

@@ -650,9 +650,23 @@ class Ext4:
         lblk = 0
         for chunk in self.iter_data(inode, chunk=bs * 64):
             for k in range(0, len(chunk), bs):
-                self._parse_dirents(inode, chunk[k:k + bs], lblk, out, bs)
+                blk = chunk[k:k + bs]
+                if self.verify and self.metadata_csum:
+                    self._check_dir_block(inode, lblk, blk)
+                self._parse_dirents(inode, blk, lblk, out, bs)
                 lblk += 1
         return out
+
+    def _check_dir_block(self, inode: Inode, lblk: int, blk: bytes) -> None:
+        """Verify a leaf block's checksum tail (htree index blocks carry another tail: skipped)."""
+        bs = len(blk)
+        ino, rec_len, name_len, ftype = struct.unpack_from("<IHBB", blk, bs - 12)
+        if (ino, rec_len, name_len, ftype) != (0, 12, 0, 0xDE):
+            return
+        want = csum(self._inode_seed(inode), blk[:bs - 12])
+        found = struct.unpack_from("<I", blk, bs - 4)[0]
+        if want != found:
+            raise ChecksumError(f"{self.name}: directory inode {inode.ino} block {lblk}", want, found)
 
     def _parse_dirents(self, inode: Inode, blk: bytes, lblk: int, out: list[DirEntry],
                        bs: int) -> None:
