@@ -90,6 +90,15 @@ def test_file_content(gpt_disk: Disk, tmp_path: Path) -> None:
     assert diffs[0].scope == "partition 2 (ext4)"
 
 
+def test_group_descriptor_field(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    debugfs(b, gpt_disk.root_offset, "set_bg 1 itable_unused 5", write=True)
+    out = texts(gpt_disk.path, b)
+    assert len(out) == 1 and out[0].startswith(
+        "partition 2 (ext4): group 1 descriptor: bg_itable_unused_lo: "), out
+    assert out[0].endswith(" -> 5")
+
+
 def test_superblock_label(gpt_disk: Disk, tmp_path: Path) -> None:
     b = plant(gpt_disk, tmp_path)
     env = dict(os.environ, E2FSPROGS_FAKE_TIME=FAKE_TIME)

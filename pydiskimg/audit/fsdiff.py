@@ -274,6 +274,16 @@ class Ext4Diff:
             # free counts differ without any allocation difference: report the fields
             for k in sorted(self._sb_alloc_fields):
                 self.add("superblock", k, self.fa.sb[k], self.fb.sb[k])
+        # group descriptor counters and flags of a group whose bitmaps agree: report them
+        self.gd_reported: dict[int, set[str]] = {}
+        names = [n for n, _ in e4.GROUP_DESC_FIELDS]
+        for g, ch in sorted(self.gd_diff.items()):
+            if g in blocks or g in inodes:
+                continue
+            for k in names:
+                if k in ch and k in GD_ALLOC:
+                    self.gd_reported.setdefault(g, set()).add(k)
+                    self.add(f"group {g} descriptor", k, self.fa.gd[g][k], self.fb.gd[g][k])
         return blocks, inodes
 
     # -- files ------------------------------------------------------------------------------
@@ -616,7 +626,7 @@ class Ext4Diff:
                 return bool(ch - GD_DERIVED)
             if f in GD_ALLOC:
                 return bool(self.alloc_blocks.get(g) or self.alloc_inodes.get(g)) or (
-                    f in ch and bool(self.alloc_blocks or self.alloc_inodes))
+                    f in self.gd_reported.get(g, set()))
             return f in ch
         if kind == "bitmap":
             g, what = key[1], key[2]
