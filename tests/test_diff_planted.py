@@ -99,6 +99,25 @@ def test_group_descriptor_field(gpt_disk: Disk, tmp_path: Path) -> None:
     assert out[0].endswith(" -> 5")
 
 
+def test_uuid_change_accounts_for_every_checksum(tmp_path: Path,
+                                                 audit_trees: tuple[Path, Path]) -> None:
+    """Two mkfs.ext4 -d runs differing only in -U: every metadata checksum differs, yet the one
+    difference reported is the UUID (the checksum seed)."""
+    from test_audit_images import mkfs_ext4
+
+    imgs = []
+    for u in ("1", "2"):
+        img = tmp_path / f"u{u}.img"
+        with open(img, "wb") as f:
+            f.truncate(16 << 20)
+        mkfs_ext4(img, audit_trees[0], 0, 16 << 20,
+                  extra=("-U", f"11111111-2222-3333-4444-55555555555{u}"))
+        imgs.append(img)
+    assert texts(*imgs) == [
+        "whole disk (ext4): superblock: s_uuid: 11111111-2222-3333-4444-555555555551 -> "
+        "11111111-2222-3333-4444-555555555552"]
+
+
 def test_superblock_label(gpt_disk: Disk, tmp_path: Path) -> None:
     b = plant(gpt_disk, tmp_path)
     env = dict(os.environ, E2FSPROGS_FAKE_TIME=FAKE_TIME)

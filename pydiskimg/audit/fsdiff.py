@@ -60,6 +60,8 @@ def diff_filesystems(A: Source, B: Source, oa: int, sa: int, ob: int, sb: int,
 SB_DERIVED = {"s_checksum"}
 SB_ALLOC = {"s_free_blocks_count_lo", "s_free_blocks_hi", "s_free_inodes_count"}
 GD_DERIVED = {"bg_checksum"}
+GD_CSUM = {"bg_block_bitmap_csum_lo", "bg_block_bitmap_csum_hi", "bg_inode_bitmap_csum_lo",
+           "bg_inode_bitmap_csum_hi"}
 GD_ALLOC = {"bg_free_blocks_count_lo", "bg_free_blocks_count_hi", "bg_free_inodes_count_lo",
             "bg_free_inodes_count_hi", "bg_used_dirs_count_lo", "bg_used_dirs_count_hi",
             "bg_itable_unused_lo", "bg_itable_unused_hi", "bg_flags",
@@ -195,6 +197,9 @@ class Ext4Diff:
             self.add("filesystem", "unreadable", None, str(e))
             return
         self.fa, self.fb = fa, fb
+        # a different UUID (or checksum seed) changes every metadata checksum: all of them are
+        # then accounted for by that superblock field
+        self.seed_changed = fa.csum_seed != fb.csum_seed and fa.metadata_csum
         self.sb_diff = self._diff_superblock()
         self.gd_diff = self._diff_gdt()
         self.alloc_blocks, self.alloc_inodes = self._diff_allocation()
@@ -281,7 +286,7 @@ class Ext4Diff:
             if g in blocks or g in inodes:
                 continue
             for k in names:
-                if k in ch and k in GD_ALLOC:
+                if k in ch and k in GD_ALLOC and not (self.seed_changed and k in GD_CSUM):
                     self.gd_reported.setdefault(g, set()).add(k)
                     self.add(f"group {g} descriptor", k, self.fa.gd[g][k], self.fb.gd[g][k])
         return blocks, inodes
@@ -552,7 +557,8 @@ class Ext4Diff:
                     lab = f"journal (inode {ino}), logical block {lblk}"
                 else:
                     lab = f"inode {ino} ({side.name(ino)}) {kind}, logical block {lblk}"
-                return lab, end_blk * bs, ("data", ino, kind, side is self.side_a)
+                return lab, end_blk * bs, ("data", ino, kind, side is self.side_a,
+                                           rel - blk * bs, lblk)
         end_blk = nxt_meta
         for side in (self.side_a, self.side_b):
             j = int(np.searchsorted(side.own_start, blk, side="right"))
@@ -622,8 +628,8 @@ class Ext4Diff:
         if kind == "gd":
             g, f = key[1], key[2]
             ch = self.gd_diff.get(g, set())
-            if f in GD_DERIVED:
-                return bool(ch - GD_DERIVED)
+            if f in GD_DERIVED or (f in GD_CSUM and self.seed_changed):
+                return bool(ch - GD_DERIVED) or self.seed_changed
             if f in GD_ALLOC:
                 return bool(self.alloc_blocks.get(g) or self.alloc_inodes.get(g)) or (
                     f in self.gd_reported.get(g, set()))
@@ -637,8 +643,18 @@ class Ext4Diff:
             if "*" in attrs or "inode" in attrs:
                 return True
             if f in INODE_CSUM:
-                return bool(attrs - {"entries"}) or bool(attrs)
+                return self.seed_changed or bool(attrs)
             return bool(FIELD_ATTRS.get(f, set()) & attrs)
+        if kind == "data" and self.seed_changed and key[4] is not None:
+            what, at = key[2], key[4]
+            bs = self.fa.block_size
+            if (what == "directory" and at >= bs - 8) or (
+                    what == "extent tree block" and at >= bs - 4) or (
+                    what == "xattr block" and 0x10 <= at < 0x14):
+                return True
+        if kind == "data" and key[2] == "journal" and key[5] == 0 and key[4] is not None and \
+                0x30 <= key[4] < 0x40 and "s_uuid" in self.sb_diff:
+            return True  # the journal superblock's s_uuid is the filesystem's
         if kind == "data":
             ino, what = key[1], key[2]
             attrs = self.attrs_a.get(ino, set()) if key[3] else self.attrs_b.get(ino, set())
