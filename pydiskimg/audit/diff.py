@@ -234,7 +234,39 @@ def diff_sources(A: Source, B: Source) -> list[Difference]:
         whole = disk_mod.Part(0, 0, min(A.size, B.size) // 512 - 1, "none")
         _diff_partition(A, B, whole, whole, ranges, ctx, scope="whole disk")
     _residual(A, B, ranges, ctx, da)
-    return ctx.diffs
+    return _group_same_change(ctx.diffs)
+
+
+#: identical changes (same field, same old and new value) of more files than this are one line
+GROUP_OVER = 3
+
+
+def _group_same_change(diffs: list[Difference]) -> list[Difference]:
+    """Fold the same change made to many files (every crtime from one mkfs time to another)
+    into one difference naming how many files and the first few."""
+    groups: dict[tuple[str, str, str, str], list[Difference]] = {}
+    for d in diffs:
+        if _groupable(d):
+            groups.setdefault((d.scope, d.field or "", repr(d.a), repr(d.b)), []).append(d)
+    out: list[Difference] = []
+    done: set[tuple[str, str, str, str]] = set()
+    for d in diffs:
+        key = (d.scope, d.field or "", repr(d.a), repr(d.b))
+        g = groups.get(key) if _groupable(d) else None
+        if g is None or len(g) <= GROUP_OVER:
+            out.append(d)
+            continue
+        if key in done:
+            continue
+        done.add(key)
+        names = ", ".join(x.item for x in g[:3])
+        what = "files" if all(x.item.startswith("/") for x in g) else "inodes"
+        out.append(Difference(d.scope, f"{len(g)} {what} ({names}, ...)", d.field, d.a, d.b))
+    return out
+
+
+def _groupable(d: Difference) -> bool:
+    return d.field is not None and (d.item.startswith("/") or d.item.startswith("inode "))
 
 
 def _read_disk(src: Source, ctx: Ctx, side: str) -> disk_mod.Disk | None:

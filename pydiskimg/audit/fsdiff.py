@@ -355,6 +355,21 @@ class Ext4Diff:
             if "inode" in keys:
                 self._mark_parent(p)
 
+        # the reserved inodes no path reaches (bad blocks, resize, journal, ...)
+        first = min(self.fa.sb["s_first_ino"], self.fb.sb["s_first_ino"], 64)
+        for ino in range(1, first):
+            if ino == e4.ROOT_INO or ino not in self.dirty_a | self.dirty_b:
+                continue
+            if ino > self.fa.inodes_count or ino > self.fb.inodes_count:
+                continue
+            try:
+                keys = self._diff_inode(f"inode {ino} ({A.name(ino)})", ino, ino)
+            except Error as e:
+                self.add(f"inode {ino}", "unreadable", None, str(e))
+                keys = {"*"}
+            self.attrs_a.setdefault(ino, set()).update(keys)
+            self.attrs_b.setdefault(ino, set()).update(keys)
+
     def _mark_parent(self, p: bytes) -> None:
         parent = p.rsplit(b"/", 1)[0] or b"/"
         for side, attrs in ((self.side_a, self.attrs_a), (self.side_b, self.attrs_b)):
@@ -477,8 +492,7 @@ class Ext4Diff:
     def _diff_blocks(self, show: str, ia: int, ib: int, keys: set[str], content: bool) -> None:
         ma, mb = self.side_a.maps.get(ia), self.side_b.maps.get(ib)
         fa, fb = self.fa, self.fb
-        same_map = (ma is not None and mb is not None and ma.extents == mb.extents
-                    and ma.meta == mb.meta)
+        same_map = ma == mb
         if not same_map:
             keys.add("blocks")
             self.add(show, "blocks", _map_summary(ma), _map_summary(mb))
