@@ -88,27 +88,38 @@ def test_legacy_mbr_extlinux_chrooted_boots_under_seabios(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_gpt_extlinux_from_the_appliance_boots_under_seabios(tmp_path: Path) -> None:
+    """Also: the stage runs on the raw image before the conversion (qcow2 here) and postVM
+    runs after both."""
     root = bootkit.make_root_tree(tmp_path / "root", kernel_in_boot=True)
-    img = tmp_path / "gpt.img"
+    qcow2 = tmp_path / "gpt.qcow2"
     r = pydiskimg_build(
         "--root",
         root,
         "-o",
-        img,
+        qcow2,
         "--partition-table",
         "legacy+gpt",
+        "--format",
+        "qcow2",
         "--source-date-epoch",
         EPOCH,
         "--install-bootloader",
         bootkit.extlinux_appliance_command(gpt_boot_part=2),
         "--bootloader-in-appliance",
+        "--post-vm",
+        'qemu-img check -q "$diskImage" && echo postvm-ran > "$diskImage.postvm"',
     )
     assert r.returncode == 0, r.stderr
+    assert (tmp_path / "gpt.qcow2.postvm").read_text() == "postvm-ran\n"
+    img = tmp_path / "gpt.img"
+    back = run("qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(qcow2), str(img))
+    assert back.returncode == 0, back.stderr
     assert run("sgdisk", "-v", str(img)).returncode == 0
     attrs = run("sgdisk", "-A", "2:show", str(img)).stdout
     assert "legacy BIOS bootable" in attrs, attrs
     conf = assert_root_after_stage(img, 2)
     assert f"root=PARTUUID={bootkit.gpt_partuuid(img, 2)} " in conf, conf
-    result = bootkit.boot(img, tmp_path / "vm", uefi=False)
+    result = bootkit.boot(qcow2, tmp_path / "vm", uefi=False, fmt="qcow2")
+    print(f"booted in {result.seconds:.0f} s: {result.marker_line}")
     assert result.booted, result.tail()
     assert "/dev/vda2 / ext4" in result.marker_line, result.marker_line
