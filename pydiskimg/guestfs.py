@@ -191,6 +191,14 @@ def _one_line(text: str) -> str:
     return " | ".join(ln.strip() for ln in str(text).strip().splitlines() if ln.strip())
 
 
+def _tail_line(text: str, keep: int = 20) -> str:
+    """The last ``keep`` non-empty lines of a command's output, joined on one line."""
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    if len(lines) <= keep:
+        return " | ".join(lines)
+    return f"[{len(lines) - keep} earlier lines] " + " | ".join(lines[-keep:])
+
+
 def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs: _Messages) -> Any:
     g = gfs.GuestFS(python_return_dict=True, close_on_exit=True)
     g.set_verbose(True)  # messages go to the callback only, for error reports
@@ -395,7 +403,7 @@ def run_in_guest(
         if status != 0:
             raise ToolError(
                 f"{what}: {shown!r} failed with exit status {status}: "
-                f"{_one_line(output) or '(no output)'}"
+                f"{_tail_line(output) or '(no output)'}"
             )
         try:
             g.rm_f("/etc/machine-id")

@@ -235,3 +235,10 @@ def test_command_wrappers_keep_output_and_status(command: str, status: int, outp
 def test_split_status_without_status_line() -> None:
     with pytest.raises(ToolError, match="no exit status"):
         guestfs.split_status("just output\n", "installBootLoader")
+
+
+def test_long_output_is_cut_to_its_tail() -> None:
+    out = "\n".join(f"line {i}" for i in range(100))
+    text = guestfs._tail_line(out)
+    assert text.startswith("[80 earlier lines] line 80 | ") and text.endswith("line 99")
+    assert "\n" not in text
