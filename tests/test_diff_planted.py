@@ -64,6 +64,19 @@ def test_partition_guid(gpt_disk: Disk, tmp_path: Path) -> None:
     assert p.returncode == 1 and p.stdout.count("\n") == 1 and new in p.stdout
 
 
+def test_corrupt_gpt_header_crc(gpt_disk: Disk, tmp_path: Path) -> None:
+    b = plant(gpt_disk, tmp_path)
+    with open(b, "r+b") as f:
+        f.seek(512 + 16)  # HeaderCRC32 of the primary header
+        f.write(b"\xde\xad")
+    v = subprocess.run(["sgdisk", "-v", str(b)], capture_output=True, text=True, check=False)
+    assert "Invalid CRC on main header" in v.stdout + v.stderr  # the reference tool agrees
+    out = texts(gpt_disk.path, b)
+    assert len(out) == 2, out
+    assert out[0].startswith("partition table: image B: invalid: ") and "HeaderCRC32" in out[0]
+    assert out[1] == "bytes: 0x210-0x211 (2 bytes): primary GPT header, HeaderCRC32"
+
+
 def test_file_mode(gpt_disk: Disk, tmp_path: Path) -> None:
     b = plant(gpt_disk, tmp_path)
     debugfs(b, gpt_disk.root_offset, "sif /etc/passwd mode 0100600", write=True)

@@ -223,6 +223,9 @@ def diff_sources(A: Source, B: Source) -> list[Difference]:
     log.info("%d differing byte ranges, %d bytes", len(ranges.items), ranges.total())
     da, db = _read_disk(A, ctx, "a"), _read_disk(B, ctx, "b")
     _diff_tables(A, B, da, db, ranges, ctx)
+    if (da is None) != (db is None):
+        # one table is unreadable: compare the filesystems where the readable one says they are
+        da = db = da or db
     if da is not None and db is not None:
         parts_b = {p.number: p for p in db.parts}
         for pa in da.parts:
@@ -286,7 +289,7 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
     scope = "partition table"
     ka = da.kind if da else "invalid"
     kb = db.kind if db else "invalid"
-    if ka != kb:
+    if ka != kb and "invalid" not in (ka, kb):
         ctx.add(scope, "table type", None, ka, kb)
     # sector 0 is an MBR (plain or protective) whenever it ends in 55 AA
     if ranges.any_in(0, 512) and {ka, kb} & {"mbr", "gpt"}:
@@ -315,7 +318,42 @@ def _diff_tables(A: Source, B: Source, da: disk_mod.Disk | None, db: disk_mod.Di
     for d in (da, db):
         if d is not None:
             for a, b, label in d.areas:
-                ctx.locators.append((a, b, label, None))
+                ctx.locators.append((a, b, label, _gpt_field_locator(a, label)))
+
+
+def _layout_of(decl: Any) -> list[tuple[str, int, int]]:
+    out, off = [], 0
+    for sc in decl.subcons:
+        n = sc.sizeof()
+        out.append((sc.name, off, n))
+        off += n
+    return out
+
+
+def _gpt_field_locator(start: int, label: str) -> Any:
+    """A function naming the GPT header field or entry field at an absolute offset."""
+    from ..gpt.structs import GPTHeader, GPTPartitionEntry
+
+    if label.endswith("GPT header"):
+        layout = _layout_of(GPTHeader)
+
+        def header(off: int) -> tuple[str, int]:
+            for name, o, n in layout:
+                if o <= off - start < o + n:
+                    return name, start + o + n
+            return "reserved", start + 512
+        return header
+    if label.endswith("GPT entries"):
+        layout = _layout_of(GPTPartitionEntry)
+
+        def entry(off: int) -> tuple[str, int]:
+            k, r = divmod(off - start, 128)
+            for name, o, n in layout:
+                if o <= r < o + n:
+                    return f"entry {k + 1}, {name}", start + k * 128 + o + n
+            return f"entry {k + 1}", start + (k + 1) * 128
+        return entry
+    return None
 
 
 def _diff_gpt(A: Source, B: Source, da: disk_mod.Disk, db: disk_mod.Disk, ranges: Ranges,
