@@ -161,7 +161,7 @@ def test_empty_fs_identical_to_mkfs(tmp_path: Path, size: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [8 * MiB, 1 * GiB, 21 * GiB + 12345 * 4096])
+@pytest.mark.parametrize("size", [2 * MiB, 7 * MiB, 8 * MiB, 1 * GiB, 21 * GiB + 12345 * 4096])
 def test_same_geometry_as_mkfs(tmp_path: Path, small_tree: Path, size: int) -> None:
     ref = tmp_path / "mkfs.img"
     mkfs(ref, size)
