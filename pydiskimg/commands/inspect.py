@@ -80,4 +80,20 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # `inspect ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    # a filesystem whose files could not be listed is malformed: say so, exit 2
+    errors = list(_files_errors(d, "image"))
+    for where, msg in errors:
+        print(f"pydiskimg: error: {args.image}: {where}: {msg}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _files_errors(d: Any, where: str) -> Any:
+    if isinstance(d, dict):
+        if "files_error" in d:
+            yield where, d["files_error"]
+        for k, v in d.items():
+            if k == "partitions" and isinstance(v, list):
+                for p in v:
+                    yield from _files_errors(p, f"partition {p.get('number', '?')}" if isinstance(p, dict) else where)
+            elif isinstance(v, dict):
+                yield from _files_errors(v, where)
