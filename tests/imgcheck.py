@@ -1,4 +1,4 @@
-"""Reference-tool checks for whole disk images (sgdisk, sfdisk, fsck.fat, mtools, qemu-img).
+"""Reference-tool checks for whole disk images (sgdisk, sfdisk, qemu-img); FAT ones are fatcheck's.
 
 Each check runs the reference tool and asserts on what *it* says; nothing here trusts
 pydiskimg's own readers.
@@ -9,15 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
-
-def run(*cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(cmd), capture_output=True, text=True, env=env)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
-    return r
+from fatcheck import run
 
 
 def sfdisk_json(image: str | Path) -> dict:
@@ -52,40 +46,6 @@ def extract(image: str | Path, offset: int, size: int, dest: str | Path) -> Path
                 break
             done += n
     return Path(dest)
-
-
-def assert_fat_clean(fat_image: str | Path) -> None:
-    """fsck.fat -n exits 0 and prints nothing beyond its banner and summary."""
-    r = run("fsck.fat", "-n", str(fat_image), check=False)
-    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
-    noise = [ln for ln in lines if not (ln.startswith("fsck.fat ") or "files," in ln and "clusters" in ln)]
-    assert r.returncode == 0 and not noise, "\n".join(lines)
-
-
-def fat_tree(fat_image: str | Path, dest: str | Path) -> Path:
-    """Copy the whole FAT filesystem out with mtools (names, folders, data)."""
-    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    os.makedirs(dest, exist_ok=True)
-    r = run("mdir", "-i", str(fat_image), "-b", "::/", check=False, env=env)
-    if r.stdout.strip():
-        run("mcopy", "-s", "-n", "-i", str(fat_image), "::/*", str(dest) + "/", env=env)
-    return Path(dest)
-
-
-def tree_digest(root: str | Path, *, regular_and_dirs_only: bool = False) -> dict[str, str]:
-    """path -> 'dir' or sha256 of the data, for comparing trees read back by a reference tool."""
-    out: dict[str, str] = {}
-    root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if regular_and_dirs_only and not os.path.isfile(p):
-                continue
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def sha256(path: str | Path) -> str:

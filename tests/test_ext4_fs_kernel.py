@@ -12,30 +12,10 @@ from pathlib import Path
 
 import ext4check
 import pytest
+from guestcheck import launch
 
-from pydiskimg import guestfs as gfs_helper
 from pydiskimg.ext4 import make_filesystem
 from pydiskimg.tree import scan
-
-
-def _launch(img: Path):  # type: ignore[no-untyped-def]
-    mod = gfs_helper.load_bindings()
-    if mod is None:
-        pytest.fail("python3-guestfs is not installed")
-    last: Exception | None = None
-    for tcg in (False, True):
-        g = mod.GuestFS(python_return_dict=True)
-        g.set_backend("direct")
-        if tcg or not gfs_helper.kvm_device_usable():
-            g.set_backend_settings(["force_tcg"])
-        g.add_drive_opts(str(img), format="raw", readonly=False)
-        try:
-            g.launch()
-            return g
-        except RuntimeError as e:  # KVM present but unusable: TCG
-            last = e
-            g.close()
-    raise AssertionError(f"libguestfs appliance did not start: {last}")
 
 
 @pytest.mark.slow
@@ -43,7 +23,7 @@ def test_kernel_reads_torture_tree(tmp_path: Path, _torture_base: Path) -> None:
     src = _torture_base
     img = tmp_path / "k.img"
     make_filesystem(scan(src), img)
-    g = _launch(img)
+    g = launch(img)
     try:
         g.mount("/dev/sda", "/")
         checked = 0

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from guestcheck import launch
 from test_ext4_records_dirent import COLLIDING
 from test_ext4_records_tools import (
     BS,
@@ -21,31 +22,10 @@ from test_ext4_records_tools import (
     needs_e2fsprogs,
 )
 
-from pydiskimg import guestfs as gfs_helper
 from pydiskimg.ext4 import csum
 from pydiskimg.ext4.dirent import build_dir
 
 SEED = csum.fs_csum_seed(fs_uuid_bytes())
-
-
-def _launch(img: Path):  # type: ignore[no-untyped-def]
-    mod = gfs_helper.load_bindings()
-    if mod is None:
-        pytest.skip("python3-guestfs not installed (CI installs it)")
-    last: Exception | None = None
-    for tcg in (False, True):
-        g = mod.GuestFS(python_return_dict=True)
-        g.set_backend("direct")
-        if tcg or not gfs_helper.kvm_device_usable():
-            g.set_backend_settings(["force_tcg"])
-        g.add_drive_opts(str(img), format="raw", readonly=False)
-        try:
-            g.launch()
-            return g
-        except RuntimeError as e:  # KVM present but unusable: TCG
-            last = e
-            g.close()
-    raise AssertionError(f"libguestfs appliance did not start: {last}")
 
 
 @pytest.mark.slow
@@ -79,7 +59,7 @@ def test_kernel_reads_and_updates_our_htrees(tmp_path: Path) -> None:
     install_dir(img, "/c", c.data, True, (f"sif /c/g0 links_count {len(cnames)}",))
     assert_fsck_clean(img)
 
-    g = _launch(img)
+    g = launch(img)
     try:
         g.mount("/dev/sda", "/")
         assert len(g.ls("/d")) == len(big)
