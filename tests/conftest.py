@@ -30,6 +30,20 @@ CAP_NET_BIND = bytes.fromhex("01000002" "00040000" "00000000" "00000000" "000000
 
 BLOCK = 4096
 
+#: scripts/test (and so CI) sets this: every tool is installed there, so a test that would skip
+#: for a missing tool or privilege fails instead.  A contributor's plain `pytest` may skip.
+REQUIRE_ALL = os.environ.get("PYDISKIMG_REQUIRE_ALL") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped where everything must run (PYDISKIMG_REQUIRE_ALL=1): {reason}"
+
 
 def _write(path: Path | bytes, data: bytes = b"", mode: int = 0o644) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
