@@ -456,3 +456,25 @@ def test_dir_nlink_many_subfolders(tmp_path: Path) -> None:
     out = ext4check.debugfs_batch(img, ["stat /big", "stat /big/00007"])
     assert b"Links: 1 " in out[0]
     assert b"Links: 2 " in out[1]
+
+
+def test_times_e2fsck_would_take_for_pre_1970_are_refused(tmp_path: Path) -> None:
+    """2310..2378 (epoch bits 3, sign bit set): e2fsck says "likely pre-1970" and would rewrite
+    them, so the writer refuses them; the seconds just outside that range are written and
+    e2fsck stays silent about them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "f"
+    f.write_bytes(b"x")
+    first_bad = 3 * 2**32 - 2**31  # 2310-04-04
+    os.utime(f, ns=(0, first_bad * 10**9))
+    with pytest.raises(UsageError, match="pre-1970"):
+        make_filesystem(scan(src), tmp_path / "bad.img", options=Ext4Options(timestamp=0))
+    assert not (tmp_path / "bad.img").exists()
+    for i, sec in enumerate((first_bad - 1, 3 * 2**32)):  # 2310-04-04 minus 1 s, 2378-04-22
+        os.utime(f, ns=(0, sec * 10**9 + 7))
+        img = tmp_path / f"ok{i}.img"
+        make_filesystem(scan(src), img, options=Ext4Options(timestamp=0))
+        ext4check.assert_fsck_clean(img)
+        got = ext4check.read_image_tree(img)[b"/f"]
+        assert got.mtime_ns == sec * 10**9 + 7

@@ -79,7 +79,12 @@ def test_written_at_an_offset(tmp_path: Path) -> None:
 _name = st.binary(min_size=1, max_size=40).map(
     lambda b: bytes(c for c in b if c not in (0, 47)) or b"n").filter(
     lambda b: b not in (b".", b".."))
-_time = st.integers(min_value=-(2**31) * 10**9, max_value=(2**34 - 2**31 - 1) * 10**9)
+# every time ext4 stores, except 2310..2378 (epoch bits 3 with the sign bit set), which e2fsck
+# takes for a mis-encoded pre-1970 date and the writer refuses (see test_ext4_fs_write)
+_time = st.one_of(
+    st.integers(min_value=-(2**31) * 10**9, max_value=(3 * 2**32 - 2**31) * 10**9 - 1),
+    st.integers(min_value=3 * 2**32 * 10**9, max_value=(2**34 - 2**31 - 1) * 10**9),
+)
 _ids = st.integers(min_value=0, max_value=2**32 - 2)
 
 def _blob(n: int, seed: int) -> bytes:

@@ -155,6 +155,13 @@ def split_time(ns: int, what: str) -> tuple[int, int]:
     lo = sec & 0xFFFFFFFF
     lo_signed = lo - (1 << 32) if lo & 0x80000000 else lo
     epoch = ((sec - lo_signed) >> 32) & 3
+    if epoch == 3 and lo & 0x80000000:
+        # 2310-04-04 .. 2378-04-22: old kernels wrote pre-1970 times this way, and e2fsck
+        # (pass 1, "likely pre-1970") rewrites such times to 1901..1970 until the year 2242
+        raise UsageError(
+            f"{what}: time {sec} s (2310..2378) would be taken by e2fsck for a mis-encoded "
+            "pre-1970 date and rewritten; use --clamp-mtime or fix the source's time"
+        )
     return lo, (nsec << 2) | epoch
 
 
