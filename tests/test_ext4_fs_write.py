@@ -310,6 +310,25 @@ def test_source_changed_size(tmp_path: Path) -> None:
     assert not (tmp_path / "o.img").exists()
 
 
+@pytest.mark.parametrize("size", [100, 5000, 300_000, 3_000_000])  # gathered and copied files
+@pytest.mark.parametrize("change", ["grows", "shrinks", "vanishes"])
+def test_source_changed_before_write(tmp_path: Path, size: int, change: str) -> None:
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(5):  # neighbours, so the file sits inside a run of small files
+        (src / f"a{i}").write_bytes(b"n" * 3000)
+    f = src / "b-changing"
+    f.write_bytes(b"a" * size)
+    tree = scan(src)
+    if change == "vanishes":
+        f.unlink()
+    else:
+        f.write_bytes(b"a" * (size * 2 if change == "grows" else size // 2))
+    with pytest.raises(SourceError, match="b-changing"):
+        make_filesystem(tree, tmp_path / "o.img")
+    assert not (tmp_path / "o.img").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # random trees
 # ---------------------------------------------------------------------------------------------
