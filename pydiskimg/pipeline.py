@@ -416,4 +416,7 @@ def _round_up(n: int, unit: int) -> int:
 
 def build(spec: ImageSpec, *, quiet: bool = False, dry_run: bool = False) -> dict[str, Any]:
     """Build the image ``spec`` describes; returns the summary (sizes, identifiers, stage times)."""
-    return Build(spec, Progress(quiet)).run(dry_run=dry_run)
+    from .ext4.plan import no_gc
+
+    with no_gc():  # the tree and the plans are acyclic: collecting would only walk them
+        return Build(spec, Progress(quiet)).run(dry_run=dry_run)
