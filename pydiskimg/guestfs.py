@@ -7,7 +7,8 @@ which needs no root and no KVM:
 1. launch the appliance on the raw image (``mem_size`` MiB of memory);
 2. mount the root partition at ``/`` and, for ``efi`` and ``hybrid``, the ESP at ``/boot``
    (created when missing, as the seed's ``mkdir -p /mnt/boot``);
-3. when ``grub_device`` is given, make it a link to the appliance's disk (``/dev/sda``), as the
+3. when ``grub_device`` is given, make it a link to the image's disk (as the appliance's kernel
+   names it: ``/dev/sda`` or ``/dev/sdb``, since the appliance's own disk may come first), as the
    seed links ``config.boot.loader.grub.device`` to its ``/dev/vda``;
 4. run the command, either
 
@@ -23,6 +24,11 @@ which needs no root and no KVM:
      image does not contain, e.g.
      ``extlinux --install $SYSROOT/boot/syslinux && dd if=/usr/lib/SYSLINUX/mbr.bin of=$DISK
      bs=440 count=1 conv=notrunc``;
+
+   In both modes ``$DISK`` (the whole disk), ``$ROOT_DEV`` and ``$ESP_DEV`` name the image's
+   devices as the appliance's kernel does.  Use them: the image is not always ``/dev/sda``
+   there (the appliance's own disk is sometimes enumerated first), and a bootloader written
+   to a hard-coded name may land on the appliance's disk instead;
 
 5. remove ``/etc/machine-id`` from the image (the seed's ``rm -f``), unmount, shut down.
 
@@ -72,7 +78,8 @@ ProgressFn = Callable[[str], None]
 #: Where Debian's python3-guestfs installs ``guestfs.py`` and ``libguestfsmod*.so``.
 DEBIAN_DIST_PACKAGES = "/usr/lib/python3/dist-packages"
 #: The appliance's name for the disk (the first and only drive added).
-APPLIANCE_DISK = "/dev/sda"
+#: the image as libguestfs's API names it (the daemon translates it; commands must not use it)
+API_DISK = "/dev/sda"
 #: Mount point of the image inside the appliance.
 SYSROOT = "/sysroot"
 
@@ -264,16 +271,44 @@ def _launch(gfs: ModuleType, image_path: str, mem_size: int, say: ProgressFn) ->
 
 
 def _device(part: int | None) -> str:
-    return APPLIANCE_DISK if part is None else f"{APPLIANCE_DISK}{part}"
+    return API_DISK if part is None else f"{API_DISK}{part}"
 
 
-def chroot_argv(command: str) -> list[str]:
+def chroot_argv(command: str, env: dict[str, str] | None = None) -> list[str]:
     """The argv libguestfs's ``command`` runs chrooted in the image: the image's ``/bin/sh``
-    runs ``command`` verbatim (passed as ``$1``, never re-quoted), stderr merged into stdout,
-    then prints the exit status on a last line of its own (``command`` only reports stderr
-    when a command fails, and we want both streams in order)."""
-    wrapper = f'/bin/sh -c "$1" 2>&1; s=$?; echo; echo "{_STATUS_MARK}$s"'
+    runs ``command`` verbatim (passed as ``$1``, never re-quoted) with ``env`` exported,
+    stderr merged into stdout, then prints the exit status on a last line of its own
+    (``command`` only reports stderr when a command fails, and we want both streams in order)."""
+    exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
+    wrapper = f'{exports}/bin/sh -c "$1" 2>&1; s=$?; echo; echo "{_STATUS_MARK}$s"'
     return ["/bin/sh", "-c", wrapper, "pydiskimg", command]
+
+
+#: prints the kernel's names of the devices mounted at SYSROOT and SYSROOT/boot, and of the
+#: whole disk holding the first; libguestfs's API names (/dev/sda) are translated inside the
+#: daemon only, and the appliance's own disk may take /dev/sda: a command must use the real ones
+_REAL_DEVICES = (  # POSIX sh only: the appliance has no awk
+    'r=; e=; while read -r dev mp rest; do '
+    '[ "$mp" = "$SYSROOT" ] && [ -z "$r" ] && r=$dev; '
+    '[ "$mp" = "$SYSROOT/boot" ] && [ -z "$e" ] && e=$dev; '
+    'done < /proc/mounts; '
+    'n=$(basename "$(readlink -f "$r")"); '
+    'if [ -e "/sys/class/block/$n/partition" ]; then '
+    'd=/dev/$(basename "$(readlink -f "/sys/class/block/$n/..")"); else d=/dev/$n; fi; '
+    'echo "$d"; echo "$r"; echo "$e"'
+)
+
+
+def _real_devices(g: Any) -> tuple[str, str, str]:
+    """(whole disk, root device, ESP device or "") as the appliance's kernel names them."""
+    try:
+        out = g.debug("sh", [f"SYSROOT={SYSROOT}; {_REAL_DEVICES}"])
+    except RuntimeError as e:
+        raise ToolError(f"libguestfs: cannot find the image's devices: {_one_line(str(e))}") from None
+    lines = [ln.strip() for ln in out.splitlines()]
+    if len(lines) < 2 or not lines[0].startswith("/dev/") or not lines[1].startswith("/dev/"):
+        raise ToolError(f"libguestfs: cannot find the image's devices: {_one_line(out)}")
+    return lines[0], lines[1], lines[2] if len(lines) > 2 else ""
 
 
 def appliance_script(command: str, env: dict[str, str]) -> str:
@@ -359,32 +394,28 @@ def run_in_guest(
             raise ToolError(
                 f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
             ) from None
+        disk, real_root, real_esp = _real_devices(g)
         if grub_device:
             if not grub_device.startswith("/dev/") or "\n" in grub_device:
                 raise UsageError(f"grub device: {grub_device!r} is not a /dev path")
-            if grub_device != APPLIANCE_DISK:
+            if grub_device != disk:
                 link = (
                     f"mkdir -p {shlex.quote(os.path.dirname(grub_device))} && "
-                    f"ln -sfn {APPLIANCE_DISK} {shlex.quote(grub_device)}"
+                    f"ln -sfn {disk} {shlex.quote(grub_device)}"
                 )
                 try:
                     g.debug("sh", [link])
                 except RuntimeError as e:
                     raise ToolError(
-                        f"libguestfs: cannot link {grub_device} to {APPLIANCE_DISK}: {_one_line(str(e))}"
+                        f"libguestfs: cannot link {grub_device} to {disk}: {_one_line(str(e))}"
                     ) from None
         first = command.strip().splitlines()[0]
         shown = first if len(first) <= 60 and "\n" not in command.strip() else first[:57] + "..."
         where = "in the appliance" if in_appliance else "chrooted in the image"
         say(f"{what}: running {shown!r} {where}")
+        env = {"DISK": disk, "ROOT_DEV": real_root, "ESP_DEV": real_esp}
         if in_appliance:
-            env = {
-                "SYSROOT": SYSROOT,
-                "DISK": APPLIANCE_DISK,
-                "ROOT_DEV": root_dev,
-                "ESP_DEV": esp_dev or "",
-            }
-            script = appliance_script(command, env)
+            script = appliance_script(command, {"SYSROOT": SYSROOT, **env})
             runner = lambda: g.debug("sh", [script])  # noqa: E731
         else:
             if not g.is_file("/bin/sh", followsymlinks=True):
@@ -392,7 +423,7 @@ def run_in_guest(
                     f"{what}: the image has no /bin/sh, so a command cannot run chrooted in it; "
                     "ship a shell in the root tree, or run the command in the appliance"
                 )
-            argv = chroot_argv(command)
+            argv = chroot_argv(command, env)
             runner = lambda: g.command(argv)  # noqa: E731
         try:
             with _heartbeat(say, f"{what}: still running"):

@@ -214,10 +214,10 @@ def extlinux_chroot_command() -> str:
     signature read by ``od`` in lower-case hex, then ``-01``; the active flag is byte 446."""
     return (
         "set -e\n"
-        "sig=$(od -An -tx4 -j440 -N4 /dev/sda | tr -d ' ')\n"
+        "sig=$(od -An -tx4 -j440 -N4 \"$DISK\" | tr -d ' ')\n"
         + _extlinux_steps("", "PARTUUID=$sig-01")
-        + "dd if=/usr/lib/syslinux/mbr/mbr.bin of=/dev/sda bs=440 count=1 conv=notrunc\n"
-        "printf '\\200' | dd of=/dev/sda bs=1 seek=446 count=1 conv=notrunc\n"
+        + "dd if=/usr/lib/syslinux/mbr/mbr.bin of=\"$DISK\" bs=440 count=1 conv=notrunc\n"
+        "printf '\\200' | dd of=\"$DISK\" bs=1 seek=446 count=1 conv=notrunc\n"
         "sync\n"
     )
 
