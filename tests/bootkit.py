@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from test_layout_seedref import parted_script
+
 #: What the init prints; the shell computes the number, so the string is not in the image.
 MARKER = "PYDISKIMG-BOOT-OK-42"
 _INIT = """#!/bin/sh
@@ -392,73 +394,11 @@ def ref_image(
     work = path.parent
     with open(path, "wb") as f:
         f.truncate(size_mib << 20)
-    if table == "legacy":
-        _run(
-            "parted",
-            "-s",
-            str(path),
-            "--",
-            "mklabel",
-            "msdos",
-            "mkpart",
-            "primary",
-            "ext4",
-            "1MiB",
-            "-1",
-        )
-        root_no = 1
-    elif table == "legacy+gpt":
-        _run(
-            "parted",
-            "-s",
-            str(path),
-            "--",
-            "mklabel",
-            "gpt",
-            "mkpart",
-            "no-fs",
-            "1MB",
-            "2MB",
-            "set",
-            "1",
-            "bios_grub",
-            "on",
-            "align-check",
-            "optimal",
-            "1",
-            "mkpart",
-            "primary",
-            "ext4",
-            "2MB",
-            "-1",
-        )
-        root_no = 2
-    elif table == "efi":
-        _run(
-            "parted",
-            "-s",
-            str(path),
-            "--",
-            "mklabel",
-            "gpt",
-            "mkpart",
-            "ESP",
-            "fat32",
-            "8MiB",
-            "256MiB",
-            "set",
-            "1",
-            "boot",
-            "on",
-            "mkpart",
-            "primary",
-            "ext4",
-            "256MiB",
-            "-1",
-        )
-        root_no = 2
-    else:
+    root_numbers = {"legacy": 1, "legacy+gpt": 2, "efi": 2}
+    if table not in root_numbers:
         raise ValueError(table)
+    _run("parted", "-s", str(path), "--", *parted_script(table, "256MiB"))
+    root_no = root_numbers[table]
     if root_partuuid is not None:
         _run("sgdisk", f"--partition-guid={root_no}:{root_partuuid}", str(path))
     parts = {p["node"][len(str(path)) :]: p for p in sfdisk_json(path)["partitions"]}
