@@ -8,6 +8,7 @@ import os
 import sys
 
 from ..errors import UsageError
+from . import source_date_epoch
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,28 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _epoch(text: str | None) -> int:
-    source = "--source-date-epoch"
-    if text is None:
-        text = os.environ.get("SOURCE_DATE_EPOCH")
-        source = "SOURCE_DATE_EPOCH"
-        if text is None:
-            return 0
-    try:
-        v = int(text)
-    except ValueError:
-        raise UsageError(f"{source}: {text!r} is not an integer number of seconds") from None
-    if not 0 <= v < 1 << 32:
-        raise UsageError(f"{source}: {v} is out of range (0 to 2^32-1 seconds)")
-    return v
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import ext4
     from ..ids import parse_guid
     from ..sizes import parse_disk_size, parse_iec
 
-    ts = _epoch(args.source_date_epoch)
+    ts = source_date_epoch(args.source_date_epoch)
     size = None if args.size == "auto" else parse_disk_size(args.size, "--size")
     extra = parse_iec(args.additional_space, "--additional-space")
     if size is not None and extra:

@@ -9,6 +9,7 @@ import sys
 
 from ..errors import UsageError
 from ..sizes import MiB, parse_disk_size
+from . import source_date_epoch
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,19 +52,6 @@ def _volume_id(text: str) -> int:
     return int(t, 16)
 
 
-def _epoch(text: str | None) -> int:
-    source = "--source-date-epoch"
-    if text is None:
-        text = os.environ.get("SOURCE_DATE_EPOCH")
-        source = "SOURCE_DATE_EPOCH"
-        if text is None:
-            return 0
-    try:
-        return int(text)
-    except ValueError:
-        raise UsageError(f"{source}: {text!r} is not an integer number of seconds") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from .. import fat
     from ..tree import scan
@@ -71,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     opts = fat.FatOptions(
         label=args.label,
         volume_id=_volume_id(args.volume_id) if args.volume_id is not None else fat.DEFAULT_VOLUME_ID,
-        timestamp=_epoch(args.source_date_epoch),
+        timestamp=source_date_epoch(args.source_date_epoch),
         hidden_sectors=args.hidden_sectors,
     )
     if args.hidden_sectors < 0 or args.hidden_sectors > 0xFFFFFFFF:
