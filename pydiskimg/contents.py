@@ -298,6 +298,13 @@ def _resolve_dir(tree: Tree, parts: list[bytes], *, create: bool, timestamp_ns: 
     return node
 
 
+def mkdir_p(tree: Tree, path: str, *, timestamp_ns: int, at: str) -> Node:
+    """``mkdir -p path`` in the tree (symlinks followed inside it); created folders are 0755,
+    owned by root, with mtime ``timestamp_ns``.  ``at`` names the option in errors."""
+    return _resolve_dir(tree, os.fsencode(path).split(b"/"), create=True,
+                        timestamp_ns=timestamp_ns, at=at, shown=path)
+
+
 def _read_tree_file(tree: Tree, path: str) -> bytes | None:
     """The content of a regular file of the tree (following symlinks inside it), or None."""
     parts = [p for p in os.fsencode(path).split(b"/") if p]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ext4, fat, ids, layout
-from .contents import apply_contents
+from .contents import apply_contents, mkdir_p
 from .errors import DoesNotFitError, ToolError, UsageError
 from .io import Image
 from .spec import SEED_ROOT_GPUID, ImageSpec
@@ -155,7 +155,7 @@ class Build:
                 apply_contents(tree, s.contents, tree_root=s.root, timestamp=s.timestamp,
                                clamp_mtime=clamp, deterministic=s.deterministic)
             # the seed's VM script always makes /etc/nixos, and copies configFile into it
-            nixos = self._mkdirs(tree, b"etc/nixos")
+            nixos = mkdir_p(tree, "/etc/nixos", timestamp_ns=s.timestamp * 10**9, at="root (--root)")
             if s.config_file:
                 nixos.entries[b"configuration.nix"] = self._file_node(s.config_file)
         self.tree = tree
@@ -384,25 +384,10 @@ class Build:
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def _subtree(self, tree: Tree, path: str) -> Tree:
-        node = tree.root
-        for part in os.fsencode(path.strip("/")).split(b"/"):
-            child = node.entries.get(part) if node.kind is Kind.DIR else None
-            if child is None or child.kind is not Kind.DIR:
-                raise UsageError(f"storeDir (--store-dir): {os.path.join(self.spec.root, path)} is not a folder of the tree")
-            node = child
+        node = tree.lookup(path)
+        if node is None or node.kind is not Kind.DIR:
+            raise UsageError(f"storeDir (--store-dir): {os.path.join(self.spec.root, path)} is not a folder of the tree")
         return Tree(node)
-
-    def _mkdirs(self, tree: Tree, path: bytes) -> Node:
-        node = tree.root
-        for part in path.split(b"/"):
-            child = node.entries.get(part)
-            if child is None:
-                child = Node(Kind.DIR, 0o755, mtime_ns=self.spec.timestamp * 10**9)
-                node.entries[part] = child
-            elif child.kind is not Kind.DIR:
-                raise UsageError(f"root (--root): /{path.decode(errors='replace')} must be a folder")
-            node = child
-        return node
 
     def _file_node(self, path: str) -> Node:
         st = os.stat(path)
