@@ -497,3 +497,31 @@ def test_times_e2fsck_would_take_for_pre_1970_are_refused(tmp_path: Path) -> Non
         ext4check.assert_fsck_clean(img)
         got = ext4check.read_image_tree(img)[b"/f"]
         assert got.mtime_ns == sec * 10**9 + 7
+
+
+def test_auto_size_retry_keeps_the_plan_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the first auto-size guess is short, the planner allocates again with more blocks;
+    the second allocation must start from scratch (lost+found keeps its own 4 blocks)."""
+    import importlib
+
+    plan_mod = importlib.import_module("pydiskimg.ext4.plan")  # the package's `plan` is the function
+    real = plan_mod.auto_blocks
+    guesses: list[int] = []
+
+    def short_guess(need_blocks: int, need_inodes: int, **kw: object) -> int:
+        n = real(need_blocks, need_inodes, **kw)  # type: ignore[arg-type]
+        guesses.append(n)
+        return n - 1000 if len(guesses) == 1 else n  # 4 MiB short of what the data needs
+
+    monkeypatch.setattr(plan_mod, "auto_blocks", short_guess)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}").write_bytes(bytes([i + 1]) * (4 << 20))
+    img = tmp_path / "retry.img"
+    p = make_filesystem(scan(src), img, options=Ext4Options(timestamp=1700000000))
+    assert p.size // 4096 > guesses[0] - 1000, "the short guess was not retried"
+    ext4check.assert_fsck_clean(img)
+    ext4check.assert_tree_matches(img, src)
+    out = subprocess.run(["debugfs", "-R", "stat /lost+found", str(img)], capture_output=True, text=True).stdout
+    assert "Size: 16384" in out and "Blockcount: 32" in out, out

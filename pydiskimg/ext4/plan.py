@@ -501,6 +501,7 @@ def _allocate(
     root.preassigned = [b]
     lf = by_ino.get(LOST_FOUND_INO)
     if lf is not None and lf.node.kind is Kind.DIR:
+        lf.preassigned = []  # from scratch: an auto-size retry allocates again
         goal = 0
         for _ in range(min(LOST_FOUND_BLOCKS, lf.nblocks)):
             b = used.new_block(goal)
