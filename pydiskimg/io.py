@@ -58,9 +58,6 @@ class Image:
             mv = mv[n:]
             pos += n
 
-    def read(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, self.base + offset)
-
     def copy_from(self, src_fd: int, src_offset: int, offset: int, length: int) -> int:
         """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to ``offset``, kernel-side.
 
