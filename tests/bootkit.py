@@ -291,8 +291,9 @@ def boot(
     timeout: float = 900.0,
     mem_size: int = 1024,
     fmt: str = "raw",
+    marker: str = MARKER,
 ) -> BootResult:
-    """Boot ``image`` under QEMU until the marker appears on the serial console, QEMU exits, or
+    """Boot ``image`` under QEMU until ``marker`` appears on the serial console, QEMU exits, or
     ``timeout`` seconds pass; QEMU is always stopped before returning.  The image is opened
     with ``snapshot=on``: booting never changes it."""
     workdir = Path(workdir)
@@ -325,8 +326,8 @@ def boot(
     try:
         while time.monotonic() - start < timeout:
             text = log_path.read_bytes().decode("utf-8", "replace")
-            if MARKER in text:
-                marker_line = next(ln for ln in text.splitlines() if MARKER in ln).strip()
+            if marker in text:
+                marker_line = next(ln for ln in text.splitlines() if marker in ln).strip()
                 # the init powers off: let QEMU exit by itself for a moment
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     exit_code = proc.wait(timeout=20)

@@ -1,0 +1,133 @@
+"""A real distribution for the boot tests: a Debian 12 tree made by mmdebstrap, built once per
+machine and cached outside the repository.
+
+The tree holds systemd, the distribution kernel and its initramfs, GRUB for BIOS (``grub-pc``)
+and UEFI (``grub-efi-amd64-bin``), and ``systemd-boot-efi``.  A unit,
+``pydiskimg-marker.service``, runs once ``multi-user.target`` is reached: it prints
+:data:`MARKER` on the serial console (computed by the shell, so the string is in no file of the
+image) and powers the machine off.  ``/etc/default/grub`` puts the console on ttyS0 and the
+timeout at 0, so ``update-grub`` in the tree writes a configuration the tests can boot.
+
+The cache lives in ``$PYDISKIMG_DISTRO_CACHE`` (default ``/var/cache/pydiskimg-test``), one
+folder per recipe (its name carries a hash of the recipe below); a lock file lets parallel test
+runs share one build.  mmdebstrap needs root and Debian's mirror (a package registry).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+#: What the marker unit prints; the shell computes the number.
+MARKER = "PYDISKIMG-SYSTEMD-OK-42"
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = (
+    "systemd-sysv",
+    "udev",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "grub-pc",
+    "grub-efi-amd64-bin",
+    "systemd-boot-efi",
+)
+
+_UNIT = """\
+[Unit]
+Description=pydiskimg boot test marker
+After=multi-user.target
+
+[Service]
+Type=oneshot
+StandardOutput=tty
+TTYPath=/dev/ttyS0
+ExecStart=/bin/sh -c 'echo "PYDISKIMG-SYSTEMD-OK-$((40 + 2)) $(systemctl is-system-running)"'
+ExecStartPost=/bin/systemctl --no-block poweroff
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_DEFAULT_GRUB = """\
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=0
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0 panic=-1"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+"""
+
+#: Shell run by mmdebstrap in the finished tree ("$1" is the tree).
+_CUSTOMIZE = f"""\
+set -e
+cat > "$1/etc/systemd/system/pydiskimg-marker.service" <<'EOF'
+{_UNIT}EOF
+mkdir -p "$1/etc/systemd/system/multi-user.target.wants"
+ln -sf /etc/systemd/system/pydiskimg-marker.service \
+    "$1/etc/systemd/system/multi-user.target.wants/pydiskimg-marker.service"
+cat > "$1/etc/default/grub" <<'EOF'
+{_DEFAULT_GRUB}EOF
+echo debian12 > "$1/etc/hostname"
+: > "$1/etc/machine-id"
+"""
+
+
+def _recipe_key() -> str:
+    text = "\n".join([SUITE, MIRROR, *PACKAGES, _CUSTOMIZE])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PYDISKIMG_DISTRO_CACHE", "/var/cache/pydiskimg-test"))
+
+
+def debian_tree() -> Path:
+    """The cached Debian 12 tree (built on first use, about a minute): a read-only input for
+    pydiskimg builds.  Never modify it; copy it first."""
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    tree = base / f"debian12-{_recipe_key()}"
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / (tree.name + ".complete")
+        if done.exists() and tree.is_dir():
+            return tree
+        work = base / (tree.name + ".partial")
+        if work.exists():
+            shutil.rmtree(work)
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                "--variant=minbase",
+                "--mode=root",
+                "--include=" + ",".join(PACKAGES),
+                "--customize-hook=" + _CUSTOMIZE,
+                SUITE,
+                str(work),
+                MIRROR,
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+        if tree.exists():
+            shutil.rmtree(tree)
+        work.rename(tree)
+        done.write_text("")
+        return tree
+
+
+def kernel_version(tree: Path) -> str:
+    """The version of the (only) kernel in the tree's /boot."""
+    versions = sorted(p.name[len("vmlinuz-") :] for p in (tree / "boot").glob("vmlinuz-*"))
+    if not versions:
+        raise FileNotFoundError(f"{tree}/boot has no vmlinuz-*")
+    return versions[-1]
