@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import Error, FATError
 from ..fat import read as fat_read
 from ..fat.structs import ATTR_DIRECTORY, BootSector16, BootSector32, FSInfo
-from .diff import Ctx, Ranges
+from .accounting import Ctx, Ranges
 from .source import Source
 
 

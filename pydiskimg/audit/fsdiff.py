@@ -17,7 +17,8 @@ import numpy as np
 
 from ..errors import Error
 from ..ext4 import read as e4
-from .diff import Ctx, Ranges
+from . import fatdiff
+from .accounting import Ctx, Ranges
 from .source import Source
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ def diff_filesystems(A: Source, B: Source, oa: int, sa: int, ob: int, sb: int,
     if ta == "ext4":
         Ext4Diff(A, B, oa, sa, ob, sb, ranges, ctx, label).run()
     elif ta == "fat":
-        from . import fatdiff
-
         fatdiff.diff_fat(A, B, oa, sa, ob, sb, ranges, ctx, label)
 
 
