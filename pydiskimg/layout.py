@@ -1,4 +1,5 @@
-"""Partition layouts: the seed's five tables, planned exactly as its parted script places them.
+"""Partition layouts: the seed's five tables and current nixpkgs' ``efixbootldr``, planned exactly
+as their parted scripts place them.
 
 Public API (pure functions and frozen dataclasses; the only I/O is in :func:`write_table` and
 :func:`read_table`):
@@ -28,7 +29,15 @@ legacy        1: 2048 .. 2045951, MBR type 0x83
 legacy+gpt    1: 2048 .. 4095 BIOS boot "no-fs" · 2: 4096 .. 2045951 Linux fs "primary"
 efi           1: 16384 .. 499711 ESP "ESP" · 2: 499712 .. 2045951 Linux fs "primary"
 hybrid        1: 16384 .. 499711 ESP · 2: 34 .. 2048 BIOS boot "no-fs" · 3: 499712 .. root
+efixbootldr   1: 16384 .. 204799 ESP "ESP" · 2: 204800 .. 499711 XBOOTLDR "BOOT" ·
+              3: 499712 .. 2045951 Linux fs "ROOT"
 ============  ========================================================================
+
+``efixbootldr`` is current nixpkgs' sixth ``partitionTableType`` (systemd-boot with an XBOOTLDR
+partition): ``mkpart ESP fat32 8MiB 100MiB``, ``set 1 boot on``, ``mkpart BOOT fat32 100MiB
+${bootSize}``, ``set 2 bls_boot on``, ``mkpart ROOT ext4 ${bootSize} -1``; its sgdisk line gives
+partition 2 ``970C694F-…`` and partition 3 ``rootGPUID``.  Its ``bootSize`` must be more than
+100 MiB (XBOOTLDR runs from 100 MiB to it).
 
 Identifiers (:mod:`pydiskimg.ids`): by default those of the seed's sgdisk line — disk GUID
 :data:`~pydiskimg.ids.SEED_DISK_GUID`, partition 1 ``1C06F03B-…``, partition 2 of ``hybrid``
@@ -52,7 +61,7 @@ from . import ids
 from .errors import DoesNotFitError, ImageError, UsageError
 from .gpt import parted_model as pm
 from .gpt.read import Reader, fd_reader, read_gpt
-from .gpt.structs import TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_ROOT_X86_64
+from .gpt.structs import TYPE_BIOS_BOOT, TYPE_ESP, TYPE_LINUX_FS, TYPE_ROOT_X86_64, TYPE_XBOOTLDR
 from .gpt.write import write_gpt
 from .mbr.read import read_mbr
 from .mbr.structs import OSTYPE_ESP, OSTYPE_LINUX
@@ -60,7 +69,9 @@ from .mbr.write import MBRRecord, build_mbr
 from .sizes import MiB, PartedLocation, format_bytes, parse_boot_size
 
 #: the seed's partitionTableType values
-TABLES = ("none", "legacy", "legacy+gpt", "efi", "hybrid")
+TABLES = ("none", "legacy", "legacy+gpt", "efi", "hybrid", "efixbootldr")
+#: the tables whose layout depends on ``bootSize``
+BOOT_TABLES = ("efi", "hybrid", "efixbootldr")
 #: table kinds :func:`read_table` may also report for tables that are none of the seed's shapes
 READ_ONLY_TABLES = ("gpt", "mbr")
 SECTOR = 512
@@ -69,9 +80,10 @@ log = logging.getLogger(__name__)
 ESP_TYPE = uuid.UUID(TYPE_ESP)
 BIOS_BOOT_TYPE = uuid.UUID(TYPE_BIOS_BOOT)
 LINUX_FS_TYPE = uuid.UUID(TYPE_LINUX_FS)
+XBOOTLDR_TYPE = uuid.UUID(TYPE_XBOOTLDR)
 ROOT_TYPES = (LINUX_FS_TYPE, uuid.UUID(TYPE_ROOT_X86_64))
 
-ROLES = ("esp", "bios", "root", "data")
+ROLES = ("esp", "xbootldr", "bios", "root", "data")
 
 
 class Extent(NamedTuple):
@@ -92,7 +104,7 @@ class Partition:
     number: int  # 1-based: GPT entry index + 1, or MBR record slot + 1
     first_lba: int
     last_lba: int  # inclusive
-    role: str  # "esp", "bios", "root" or "data" (read back: other types)
+    role: str  # "esp", "xbootldr", "bios", "root" or "data" (read back: other types)
     type_guid: uuid.UUID | None = None
     unique_guid: uuid.UUID | None = None
     name: str = ""
@@ -142,6 +154,7 @@ class Partition:
 _TYPE_NAMES = {
     ESP_TYPE: "EFI System",
     BIOS_BOOT_TYPE: "BIOS boot",
+    XBOOTLDR_TYPE: "Linux extended boot (XBOOTLDR)",
     LINUX_FS_TYPE: "Linux filesystem",
     uuid.UUID(TYPE_ROOT_X86_64): "Linux root (x86-64)",
 }
@@ -150,7 +163,8 @@ _MBR_TYPE_NAMES = {OSTYPE_LINUX: "Linux", OSTYPE_ESP: "EFI System", 0xEE: "GPT p
 
 def partition_flags(p: Partition) -> list[str]:
     """parted-style flag names: ``boot, esp`` for an ESP, ``bios_grub`` for BIOS boot, and
-    ``legacy_boot``/``required``/``no_block_io`` from GPT attribute bits, ``boot`` for an active
+    ``bls_boot`` for XBOOTLDR, ``legacy_boot``/``required``/``no_block_io`` from GPT attribute
+    bits, ``boot`` for an active
     MBR record."""
     flags: list[str] = []
     if p.type_guid is not None:
@@ -158,6 +172,8 @@ def partition_flags(p: Partition) -> list[str]:
             flags += ["boot", "esp"]
         if p.type_guid == BIOS_BOOT_TYPE:
             flags.append("bios_grub")
+        if p.type_guid == XBOOTLDR_TYPE:
+            flags.append("bls_boot")
         if p.attributes & 1:
             flags.append("required")
         if p.attributes & 2:
@@ -257,6 +273,12 @@ class DiskLayout:
         p = self.partition("esp")
         return None if p is None else p.unique_guid
 
+    @property
+    def xbootldr(self) -> Extent | None:
+        """Byte offset and size of the XBOOTLDR partition (``efixbootldr``), or None."""
+        p = self.partition("xbootldr")
+        return None if p is None else Extent(p.offset, p.size)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description of the table (``inspect --json``'s ``table`` plus partitions)."""
         d: dict[str, Any] = {
@@ -285,6 +307,7 @@ def _loc(text: str, number: float, unit: int, iec: bool) -> pm.Location:
 
 _L_1MIB = _loc("1MiB", 1, MiB, True)
 _L_8MIB = _loc("8MiB", 8, MiB, True)
+_L_100MIB = _loc("100MiB", 100, MiB, True)
 _L_1MB = _loc("1MB", 1, _MB, False)
 _L_2MB = _loc("2MB", 2, _MB, False)
 _L_0 = _loc("0", 0, _MB, False)
@@ -323,6 +346,12 @@ def _run_seed_script(table: str, sectors: int, boot: PartedLocation) -> tuple[tu
         d.mkpart("ESP", _L_8MIB, b)
         d.mkpart("no-fs", _L_0, _L_1024KIB)
         d.mkpart("primary", b, _L_END)
+    elif table == "efixbootldr":
+        # `set 1 boot on` and `set 2 bls_boot on` change types only, not places
+        d = pm.Disk("gpt", sectors)
+        d.mkpart("ESP", _L_8MIB, _L_100MIB)
+        d.mkpart("BOOT", _L_100MIB, b)
+        d.mkpart("ROOT", b, _L_END)
     else:  # pragma: no cover - checked before
         raise AssertionError(table)
     return tuple((p.num, p.start, p.end) for p in d.parts)
@@ -338,12 +367,26 @@ _SHAPES: dict[str, tuple[tuple[str, str, uuid.UUID | None], ...]] = {
         ("bios", "no-fs", ids.SEED_PART2_GUID),
         ("root", "primary", None),
     ),
+    "efixbootldr": (
+        ("esp", "ESP", ids.SEED_PART1_GUID),
+        ("xbootldr", "BOOT", ids.SEED_PART2_GUID),
+        ("root", "ROOT", None),
+    ),
 }
-_ROLE_TYPE = {"esp": ESP_TYPE, "bios": BIOS_BOOT_TYPE, "root": LINUX_FS_TYPE}
+_ROLE_TYPE = {"esp": ESP_TYPE, "xbootldr": XBOOTLDR_TYPE, "bios": BIOS_BOOT_TYPE, "root": LINUX_FS_TYPE}
 
 
 def _boot(table: str, boot_size: str | PartedLocation) -> PartedLocation:
-    if table in ("efi", "hybrid"):
+    if table == "efixbootldr":
+        boot = parse_boot_size(boot_size, "bootSize (--boot-size)")
+        if boot.approx_bytes <= 100 * MiB:
+            raise UsageError(
+                f"bootSize (--boot-size): {boot.text!r} is too small for the efixbootldr layout: "
+                f"XBOOTLDR runs from 100 MiB (where the ESP ends) to bootSize, so it must be more "
+                f"than 100 MiB (e.g. '256M')"
+            )
+        return boot
+    if table in BOOT_TABLES:
         return parse_boot_size(boot_size, "bootSize (--boot-size)")
     # unused by the other tables (as in the seed), but still validated
     parse_boot_size(boot_size, "bootSize (--boot-size)")
@@ -410,7 +453,7 @@ def _max_legacy_sectors() -> int:
 
 def _min_boot_size(table: str) -> str:
     """The smallest whole-MB ``bootSize`` the seed's script accepts (for error messages)."""
-    for mb in range(1, 1000):
+    for mb in range(101 if table == "efixbootldr" else 1, 1000):
         cand = parse_boot_size(f"{mb}M")
         if _fits(table, _roomy(cand), cand):
             return f"{mb}M"
@@ -450,26 +493,27 @@ def plan_layout(
                 f"layout: an MBR partition holds at most 2^32 - 1 sectors, so the seed's parted "
                 f"script fails above {_max_legacy_sectors() * SECTOR} bytes; use legacy+gpt"
             ) from None
-        if table in ("efi", "hybrid") and not _fits(table, _roomy(boot), boot):
+        if table in BOOT_TABLES and not _fits(table, _roomy(boot), boot):
             smallest = _min_boot_size(table)
             if boot.approx_bytes >= parse_boot_size(smallest).approx_bytes:
                 raise UsageError(
                     f"bootSize (--boot-size): the seed's parted script cannot lay out the {table} "
                     f"layout with bootSize {boot.text!r} at any disk size (parted reads it as sector "
-                    f"{boot.sector()} with a tolerance of {boot.radius()} sectors, and the ESP's end "
+                    f"{boot.sector()} with a tolerance of {boot.radius()} sectors, and the "
+                    f"{'XBOOTLDR' if table == 'efixbootldr' else 'ESP'}'s end "
                     f"and the root partition's start collide there); write it in M (MB) or MiB, "
                     f"e.g. '256M' or '256MiB'"
                 ) from None
             raise UsageError(
                 f"bootSize (--boot-size): {boot.text!r} is too small for the {table} layout "
-                f"(the ESP starts at 8 MiB; parted reads {boot.text!r} as about "
+                f"(the {'XBOOTLDR partition starts at 100' if table == 'efixbootldr' else 'ESP starts at 8'} MiB; parted reads {boot.text!r} as about "
                 f"{format_bytes(int(boot.approx_bytes))}): at least {smallest!r} is needed"
             ) from None
         need = _min_fitting_sectors(table, boot) * SECTOR
         log.debug("parted would fail: %s", e)
         raise DoesNotFitError(
             f"diskSize (--disk-size) for the {table} layout"
-            + (f" with bootSize {boot.text}" if table in ("efi", "hybrid") else ""),
+            + (f" with bootSize {boot.text}" if table in BOOT_TABLES else ""),
             need,
             disk_bytes,
         ) from None
@@ -568,6 +612,8 @@ def infer_role(type_guid: uuid.UUID | None = None, mbr_type: int | None = None) 
             return "esp"
         if type_guid == BIOS_BOOT_TYPE:
             return "bios"
+        if type_guid == XBOOTLDR_TYPE:
+            return "xbootldr"
         if type_guid in ROOT_TYPES:
             return "root"
         return "data"
@@ -580,8 +626,8 @@ def infer_role(type_guid: uuid.UUID | None = None, mbr_type: int | None = None) 
 
 def classify(scheme: str, partitions: tuple[Partition, ...]) -> str:
     """The seed's table name a read-back table looks like: ``legacy`` for any plain MBR;
-    ``hybrid``/``efi``/``legacy+gpt`` for a GPT with ESP and BIOS boot / ESP / BIOS boot
-    partitions and one root partition; ``gpt`` otherwise."""
+    ``hybrid``/``efi``/``legacy+gpt``/``efixbootldr`` for a GPT with ESP and BIOS boot / ESP /
+    BIOS boot / ESP and XBOOTLDR partitions and one root partition; ``gpt`` otherwise."""
     if scheme == "mbr":
         return "legacy"
     roles = sorted(p.role for p in partitions)
@@ -589,6 +635,7 @@ def classify(scheme: str, partitions: tuple[Partition, ...]) -> str:
         ("bios", "esp", "root"): "hybrid",
         ("esp", "root"): "efi",
         ("bios", "root"): "legacy+gpt",
+        ("esp", "root", "xbootldr"): "efixbootldr",
     }.get(tuple(roles), "gpt")
 
 

@@ -27,7 +27,7 @@ def partitions(image: str | Path) -> list[tuple[int, int]]:
 
 def assert_table_clean(image: str | Path, kind: str) -> None:
     """sgdisk -v finds no problem (GPT) and sfdisk --verify is silent (every table)."""
-    if kind in ("legacy+gpt", "efi", "hybrid"):
+    if kind in ("legacy+gpt", "efi", "hybrid", "efixbootldr"):
         r = run("sgdisk", "-v", str(image))
         assert "No problems found" in r.stdout, r.stdout
     r = run("sfdisk", "--verify", str(image), check=False)

@@ -37,6 +37,12 @@ CASES = [
     ("hybrid", "2000000001KB", "333M", ROOT),
     ("hybrid", "3221225473K", "256M", "12345678-9ABC-4DEF-8123-456789ABCDEF"),
     ("hybrid", "777M", "129MiB", ROOT),
+    ("efixbootldr", "1000M", "256M", ROOT),
+    ("efixbootldr", "4G", "1G", ROOT),
+    ("efixbootldr", "246M", "256M", ROOT),  # the smallest whole MiB that fits
+    ("efixbootldr", "1000001KB", "105M", ROOT),  # XBOOTLDR's end and the root's start unaligned
+    ("efixbootldr", "3221225473K", "300MiB", "0867DA16-F251-457D-A9E8-C31F9A3C220B"),  # > 2 TiB
+    ("efixbootldr", "777M", "129MiB", ROOT),
     ("legacy+gpt", "1000M", "256M", ROOT),
     ("legacy+gpt", "3M", "256M", ROOT),
     ("legacy+gpt", "1000001KB", "256M", ROOT),

@@ -14,8 +14,8 @@ from test_layout_seedref import need_tools, seed_partition
 from pydiskimg import cli
 
 MiB = 1 << 20
-MATRIX = [(t, s) for t in ("legacy", "legacy+gpt", "efi", "hybrid") for s in ("1000M", "3M", "246M", "4097M", "2T", "1000001KB")] + [(t, "3221225473K") for t in ("legacy+gpt", "efi", "hybrid")]
-MATRIX = [(t, s) for t, s in MATRIX if not (t in ("efi", "hybrid") and s == "3M")]
+MATRIX = [(t, s) for t in ("legacy", "legacy+gpt", "efi", "hybrid", "efixbootldr") for s in ("1000M", "3M", "246M", "4097M", "2T", "1000001KB")] + [(t, "3221225473K") for t in ("legacy+gpt", "efi", "hybrid", "efixbootldr")]
+MATRIX = [(t, s) for t, s in MATRIX if not (t in ("efi", "hybrid", "efixbootldr") and s == "3M")]
 
 
 def _inspect(path: Path, capsys: pytest.CaptureFixture[str]) -> dict:
@@ -76,7 +76,7 @@ def test_inspect_agrees_on_our_tables(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @need_tools
-@pytest.mark.parametrize("table", ["legacy", "efi", "hybrid"])
+@pytest.mark.parametrize("table", ["legacy", "efi", "hybrid", "efixbootldr"])
 def test_inspect_agrees_on_the_seeds_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str) -> None:
     path = tmp_path / "seed.img"
     assert seed_partition(path, table, 1000 * MiB, sgdisk=table != "legacy")

@@ -116,11 +116,11 @@ def test_reference_tools_accept_random_mbr(lay: DiskLayout) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(table=st.sampled_from(["legacy", "legacy+gpt", "efi", "hybrid"]),
+@given(table=st.sampled_from(["legacy", "legacy+gpt", "efi", "hybrid", "efixbootldr"]),
        extra=st.integers(0, 1 << 40), boot_mb=st.integers(9, 4000),
        seed=st.one_of(st.none(), uuids))
 def test_planned_layouts_roundtrip(table: str, extra: int, boot_mb: int, seed: uuid.UUID | None) -> None:
-    boot = f"{boot_mb}M"
+    boot = f"{max(boot_mb, 106) if table == 'efixbootldr' else boot_mb}M"  # XBOOTLDR starts at 100 MiB
     disk = layout.min_fitting_disk(table, boot) + extra
     if table == "legacy":
         disk = min(disk, layout._max_legacy_sectors() * 512)

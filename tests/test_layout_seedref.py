@@ -29,7 +29,7 @@ P1 = "1C06F03B-704E-4657-B9CD-681A087A2FDC"
 P2 = "970C694F-AFD0-4B99-B750-CDB7A329AB6F"
 ROOT = "F222513B-DED1-49FA-B591-20CE86A2FE7F"
 
-GPT_TABLES = ("legacy+gpt", "efi", "hybrid")
+GPT_TABLES = ("legacy+gpt", "efi", "hybrid", "efixbootldr")
 TABLES = ("legacy",) + GPT_TABLES
 
 need_tools = pytest.mark.skipif(
@@ -50,6 +50,10 @@ def parted_script(table: str, boot: str) -> list[str]:
         "hybrid": ["mklabel", "gpt", "mkpart", "ESP", "fat32", "8MiB", boot, "set", "1", "boot", "on",
                    "mkpart", "no-fs", "0", "1024KiB", "set", "2", "bios_grub", "on",
                    "mkpart", "primary", "ext4", boot, "-1"],
+        # current nixpkgs' sixth layout (its lines, as quoted in issue 14)
+        "efixbootldr": ["mklabel", "gpt", "mkpart", "ESP", "fat32", "8MiB", "100MiB", "set", "1", "boot", "on",
+                        "mkpart", "BOOT", "fat32", "100MiB", boot, "set", "2", "bls_boot", "on",
+                        "mkpart", "ROOT", "ext4", boot, "-1"],
     }[table]
 
 
@@ -59,6 +63,7 @@ def sgdisk_args(table: str, root_gpuid: str) -> list[str]:
         "legacy+gpt": [f"--partition-guid=1:{P1}", f"--partition-guid=2:{P2}", f"--partition-guid=3:{root_gpuid}"],
         "efi": [f"--partition-guid=1:{P1}", f"--partition-guid=2:{root_gpuid}"],
         "hybrid": [f"--partition-guid=1:{P1}", f"--partition-guid=2:{P2}", f"--partition-guid=3:{root_gpuid}"],
+        "efixbootldr": [f"--partition-guid=1:{P1}", f"--partition-guid=2:{P2}", f"--partition-guid=3:{root_gpuid}"],
     }[table]
     return ["sgdisk", f"--disk-guid={SEED_DISK_GUID_ARG}", *guids]
 
@@ -142,6 +147,7 @@ DESIGN_1000MIB = {
     "legacy+gpt": [(1, 2048, 4095), (2, 4096, 4096 + 2041856 - 1)],
     "efi": [(1, 16384, 16384 + 483328 - 1), (2, 499712, 499712 + 1546240 - 1)],
     "hybrid": [(1, 16384, 16384 + 483328 - 1), (2, 34, 34 + 2015 - 1), (3, 499712, 499712 + 1546240 - 1)],
+    "efixbootldr": [(1, 16384, 16384 + 188416 - 1), (2, 204800, 204800 + 294912 - 1), (3, 499712, 499712 + 1546240 - 1)],
 }
 
 
@@ -192,12 +198,18 @@ BOOT_SIZES = ["256M", "100M", "512M", "1G", "300MiB", "255MiB", "333333kB", "9M"
               "600000s", "1.5G", "129MiB", "100kiB", "64M", "1024M", "200mib", "200MIB", "300m"]
 
 
+# efixbootldr's XBOOTLDR starts at 100MiB: boot sizes around there (parted fails below 100 MiB,
+# places unaligned ends for 105M, aligned ones from 106M; plain sectors collide with the root)
+XBOOTLDR_BOOT_SIZES = ["100MiB", "101MiB", "104M", "105M", "106M", "104858kB", "204801s", "205000s",
+                       "206848s", "100.5MiB", "107.3M", "2T"]
+
+
 @need_tools
-@pytest.mark.parametrize("table", ["efi", "hybrid"])
+@pytest.mark.parametrize("table", ["efi", "hybrid", "efixbootldr"])
 def test_boot_sizes_match_parted(tmp_path: Path, table: str) -> None:
     rng = random.Random(f"boot-{table}")
     cases = []
-    for boot in BOOT_SIZES:
+    for boot in BOOT_SIZES + (XBOOTLDR_BOOT_SIZES if table == "efixbootldr" else []):
         try:
             m = layout.min_fitting_disk(table, boot)
         except UsageError:
@@ -248,6 +260,22 @@ def test_boot_size_too_small_says_the_minimum() -> None:
         layout.plan_layout("efi", 1000 * MiB, "8M")
     # and 9M really is the smallest whole MB parted accepts (checked against parted below)
     layout.plan_layout("efi", 1000 * MiB, "9M")
+
+
+def test_efixbootldr_boot_size_up_to_100mib_is_one_line() -> None:
+    for boot in ("100MiB", "100M", "104857600B", "204800s", "64M"):
+        with pytest.raises(UsageError, match=r"^bootSize \(--boot-size\): .*efixbootldr.*more than 100 MiB") as ei:
+            layout.plan_layout("efixbootldr", 1000 * MiB, boot)
+        assert "\n" not in str(ei.value)
+
+
+@need_tools
+def test_efixbootldr_boot_size_limit_agrees_with_parted(tmp_path: Path) -> None:
+    # parted itself fails at 100 MiB and below, and succeeds just above
+    for boot in ("100MiB", "100M", "104857600B", "204800s"):
+        assert not seed_partition(tmp_path / "a.img", "efixbootldr", 1000 * MiB, boot, sgdisk=False), boot
+    assert seed_partition(tmp_path / "b.img", "efixbootldr", 1000 * MiB, "101MiB", sgdisk=False)
+    assert planned_geometry("efixbootldr", 1000 * MiB, "101MiB") == parted_geometry(tmp_path / "b.img")
 
 
 @need_tools

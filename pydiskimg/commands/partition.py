@@ -30,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("image", metavar="IMAGE", help="the image file to create (replaced atomically)")
     p.add_argument("--partition-table", required=True, metavar="T",
-                   help="none, legacy, legacy+gpt, efi or hybrid [partitionTableType]")
+                   help="none, legacy, legacy+gpt, efi, hybrid or efixbootldr [partitionTableType]")
     p.add_argument("--disk-size", required=True, metavar="SIZE", help="disk size, as truncate -s reads it; a bare integer is MiB [diskSize]")
     p.add_argument("--boot-size", default="256M", metavar="SIZE",
-                   help="end of the ESP, as parted reads it (256M = 256 MB) [bootSize, default 256M]")
+                   help="end of the ESP (efixbootldr: of XBOOTLDR), as parted reads it (256M = 256 MB) [bootSize, default 256M]")
     p.add_argument("--root-gpuid", metavar="GUID", help="root partition GUID [rootGPUID, default F222513B-DED1-49FA-B591-20CE86A2FE7F]")
     p.add_argument("--disk-guid", metavar="GUID", help="GPT disk GUID (default: the seed's, 97FD5997-F390-0B4A-A3F8-D106C1723AEA); legacy: the MBR disk signature is derived from it")
     p.add_argument("--seed", metavar="UUID", help="derive every identifier from UUID as systemd-repart does")
