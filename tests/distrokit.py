@@ -131,3 +131,83 @@ def kernel_version(tree: Path) -> str:
     if not versions:
         raise FileNotFoundError(f"{tree}/boot has no vmlinuz-*")
     return versions[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# images built from the tree through the bootloader stage (shared by the boot and repro tests)
+# ---------------------------------------------------------------------------------------------
+
+#: SOURCE_DATE_EPOCH of every stage build.
+EPOCH = 1_700_000_000
+
+#: The bootloader command each table gets, run chrooted in the image as the seed's
+#: installBootLoader: the tree's own GRUB, then update-grub (grub-mkconfig reads
+#: /etc/default/grub: serial console, timeout 0).  For ``efi`` the ESP is mounted at /boot, so
+#: the kernel and initrd are put in the ESP tree too (see :func:`esp_tree`) and GRUB goes to
+#: the removable path EFI/BOOT/BOOTX64.EFI with no NVRAM entry.
+STAGE_COMMANDS = {
+    "legacy": 'grub-install --target=i386-pc "$DISK" && update-grub',
+    "efi": (
+        "grub-install --target=x86_64-efi --efi-directory=/boot --boot-directory=/boot "
+        "--removable --no-nvram && update-grub"
+    ),
+}
+
+#: Room for what the stage writes into the root (GRUB's modules and configuration).
+ADDITIONAL_SPACE = "128M"
+
+
+def esp_tree(tree: Path, dest: Path) -> Path:
+    """An ESP tree holding the tree's /boot files (kernel, initrd, config, System.map), times
+    kept: with the ESP mounted at /boot in the stage, update-grub finds the kernel there."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in sorted((tree / "boot").iterdir()):
+        if src.is_file() and not src.is_symlink():
+            shutil.copy2(src, dest / src.name)
+    os.utime(dest, ns=(EPOCH * 10**9, EPOCH * 10**9))
+    return dest
+
+
+def build_command(table: str, out: Path, *extra: str) -> list[str]:
+    """The ``pydiskimg build`` argv that puts the Debian tree in a ``table`` image at ``out``
+    through the bootloader stage (GRUB chrooted, :data:`STAGE_COMMANDS`).  For ``efi`` the ESP
+    tree is made beside ``out`` (``<out>.esp/``).  ``extra`` is appended (e.g. ``--quiet``)."""
+    import sys
+
+    if table not in STAGE_COMMANDS:
+        raise ValueError(f"no stage command for table {table!r}")
+    tree = debian_tree()
+    cmd = [
+        sys.executable,
+        "-m",
+        "pydiskimg",
+        "build",
+        "--root",
+        str(tree),
+        "-o",
+        str(out),
+        "--partition-table",
+        table,
+        "--source-date-epoch",
+        str(EPOCH),
+        "--additional-space",
+        ADDITIONAL_SPACE,
+        "--install-bootloader",
+        STAGE_COMMANDS[table],
+    ]
+    if table == "efi":
+        esp = esp_tree(tree, out.parent / (out.name + ".esp"))
+        cmd += ["--esp", str(esp)]
+    return [*cmd, *extra]
+
+
+def build_through_stage(table: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Build the Debian tree into ``out`` (raw) through the bootloader stage with GRUB for
+    ``table`` (``legacy``: BIOS, ``efi``: UEFI); returns the finished process (stdout and
+    stderr captured as text): callers assert on ``returncode`` and show ``stderr``."""
+    return subprocess.run(
+        build_command(table, out, *extra),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
