@@ -6,7 +6,8 @@ which needs no root and no KVM:
 
 1. launch the appliance on the raw image (``mem_size`` MiB of memory);
 2. mount the root partition at ``/`` and, for ``efi`` and ``hybrid``, the ESP at ``/boot``
-   (created when missing, as the seed's ``mkdir -p /mnt/boot``);
+   (created when missing, as the seed's ``mkdir -p /mnt/boot``); for ``efixbootldr``, the ESP
+   at ``/efi`` and XBOOTLDR at ``/boot``, as current nixpkgs does (``$XBOOTLDR_DEV`` names it);
 3. when ``grub_device`` is given, make it a link to the image's disk (as the appliance's kernel
    names it: ``/dev/sda`` or ``/dev/sdb``, since the appliance's own disk may come first), as the
    seed links ``config.boot.loader.grub.device`` to its ``/dev/vda``;
@@ -284,31 +285,35 @@ def chroot_argv(command: str, env: dict[str, str] | None = None) -> list[str]:
     return ["/bin/sh", "-c", wrapper, "pydiskimg", command]
 
 
-#: prints the kernel's names of the devices mounted at SYSROOT and SYSROOT/boot, and of the
-#: whole disk holding the first; libguestfs's API names (/dev/sda) are translated inside the
-#: daemon only, and the appliance's own disk may take /dev/sda: a command must use the real ones
+#: prints the kernel's names of the devices mounted at SYSROOT, SYSROOT$ESPMP and SYSROOT/boot
+#: (XBOOTLDR when ESPMP is /efi), and of the whole disk holding the first; libguestfs's API
+#: names (/dev/sda) are translated inside the daemon only, and the appliance's own disk may take
+#: /dev/sda: a command must use the real ones
 _REAL_DEVICES = (  # POSIX sh only: the appliance has no awk
-    'r=; e=; while read -r dev mp rest; do '
+    'r=; e=; x=; while read -r dev mp rest; do '
     '[ "$mp" = "$SYSROOT" ] && [ -z "$r" ] && r=$dev; '
-    '[ "$mp" = "$SYSROOT/boot" ] && [ -z "$e" ] && e=$dev; '
+    '[ "$mp" = "$SYSROOT$ESPMP" ] && [ -z "$e" ] && e=$dev; '
+    '[ "$ESPMP" != /boot ] && [ "$mp" = "$SYSROOT/boot" ] && [ -z "$x" ] && x=$dev; '
     'done < /proc/mounts; '
     'n=$(basename "$(readlink -f "$r")"); '
     'if [ -e "/sys/class/block/$n/partition" ]; then '
     'd=/dev/$(basename "$(readlink -f "/sys/class/block/$n/..")"); else d=/dev/$n; fi; '
-    'echo "$d"; echo "$r"; echo "$e"'
+    'echo "$d"; echo "$r"; echo "$e"; echo "$x"'
 )
 
 
-def _real_devices(g: Any) -> tuple[str, str, str]:
-    """(whole disk, root device, ESP device or "") as the appliance's kernel names them."""
+def _real_devices(g: Any, esp_mount: str = "/boot") -> tuple[str, str, str, str]:
+    """(whole disk, root device, ESP device or "", XBOOTLDR device or "") as the appliance's
+    kernel names them."""
     try:
-        out = g.debug("sh", [f"SYSROOT={SYSROOT}; {_REAL_DEVICES}"])
+        out = g.debug("sh", [f"SYSROOT={SYSROOT}; ESPMP={esp_mount}; {_REAL_DEVICES}"])
     except RuntimeError as e:
         raise ToolError(f"libguestfs: cannot find the image's devices: {_one_line(str(e))}") from None
     lines = [ln.strip() for ln in out.splitlines()]
     if len(lines) < 2 or not lines[0].startswith("/dev/") or not lines[1].startswith("/dev/"):
         raise ToolError(f"libguestfs: cannot find the image's devices: {_one_line(out)}")
-    return lines[0], lines[1], lines[2] if len(lines) > 2 else ""
+    lines += [""] * 2
+    return lines[0], lines[1], lines[2], lines[3]
 
 
 def appliance_script(command: str, env: dict[str, str]) -> str:
@@ -345,12 +350,14 @@ def run_in_guest(
     grub_device: str | None = None,
     in_appliance: bool = False,
     progress: ProgressFn | None = None,
+    xbootldr_part: int | None = None,
 ) -> str:
     """Run ``command`` on the raw image at ``image_path`` in libguestfs's appliance.
 
     ``root_part`` is the root partition's number (``None``: the whole disk is the
     filesystem, the seed's ``partitionTableType = "none"``); ``esp_part`` the ESP's number, to
-    mount at ``/boot`` (``None`` for ``legacy`` and ``legacy+gpt``).  ``command`` is a shell
+    mount at ``/boot`` (``None`` for ``legacy`` and ``legacy+gpt``); with ``xbootldr_part``
+    (``efixbootldr``) the ESP goes to ``/efi`` and XBOOTLDR to ``/boot``.  ``command`` is a shell
     command line: run chrooted into the image with the image's ``/bin/sh`` by default, or with
     the appliance's shell when ``in_appliance`` (see the module documentation).  Returns the
     command's output, stdout and stderr merged in order.
@@ -381,6 +388,7 @@ def run_in_guest(
     what = "installBootLoader"
     g = _launch(gfs, image_path, mem_size, say)
     try:
+        esp_mount = "/efi" if xbootldr_part is not None else "/boot"
         root_dev, esp_dev = (
             _device(root_part),
             (_device(esp_part) if esp_part is not None else None),
@@ -388,13 +396,16 @@ def run_in_guest(
         try:
             g.mount(root_dev, "/")
             if esp_dev is not None:
+                g.mkdir_p(esp_mount)
+                g.mount(esp_dev, esp_mount)
+            if xbootldr_part is not None:
                 g.mkdir_p("/boot")
-                g.mount(esp_dev, "/boot")
+                g.mount(_device(xbootldr_part), "/boot")
         except RuntimeError as e:
             raise ToolError(
                 f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
             ) from None
-        disk, real_root, real_esp = _real_devices(g)
+        disk, real_root, real_esp, real_xbootldr = _real_devices(g, esp_mount)
         if grub_device:
             if not grub_device.startswith("/dev/") or "\n" in grub_device:
                 raise UsageError(f"grub device: {grub_device!r} is not a /dev path")
@@ -414,6 +425,8 @@ def run_in_guest(
         where = "in the appliance" if in_appliance else "chrooted in the image"
         say(f"{what}: running {shown!r} {where}")
         env = {"DISK": disk, "ROOT_DEV": real_root, "ESP_DEV": real_esp}
+        if xbootldr_part is not None:
+            env["XBOOTLDR_DEV"] = real_xbootldr
         if in_appliance:
             script = appliance_script(command, {"SYSROOT": SYSROOT, **env})
             runner = lambda: g.debug("sh", [script])  # noqa: E731
@@ -583,6 +596,7 @@ def bootloader_stage(
     grub_device: str | None = None,
     in_appliance: bool = False,
     progress: ProgressFn | None = None,
+    xbootldr_part: int | None = None,
 ) -> str:
     """:func:`run_in_guest`, then (deterministic mode) :func:`repin_ext4` of the root filesystem.
 
@@ -602,6 +616,7 @@ def bootloader_stage(
         grub_device=grub_device,
         in_appliance=in_appliance,
         progress=progress,
+        xbootldr_part=xbootldr_part,
     )
     if deterministic:
         repin_ext4(image_path, root_offset, fs_uuid, timestamp=timestamp, kbytes_written=before)

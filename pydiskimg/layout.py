@@ -161,6 +161,17 @@ _TYPE_NAMES = {
 _MBR_TYPE_NAMES = {OSTYPE_LINUX: "Linux", OSTYPE_ESP: "EFI System", 0xEE: "GPT protective", 0x0C: "W95 FAT32 (LBA)", 0x05: "Extended", 0x0F: "W95 Extended (LBA)"}
 
 
+def type_name(type_text: str) -> str:
+    """The name of a partition type given as text: a GPT type GUID or an MBR type (``"0x83"``);
+    ``"unknown"`` for types pydiskimg does not name."""
+    if type_text.lower().startswith("0x"):
+        return _MBR_TYPE_NAMES.get(int(type_text, 16), "unknown")
+    try:
+        return _TYPE_NAMES.get(uuid.UUID(type_text), "unknown")
+    except ValueError:
+        return "unknown"
+
+
 def partition_flags(p: Partition) -> list[str]:
     """parted-style flag names: ``boot, esp`` for an ESP, ``bios_grub`` for BIOS boot, and
     ``bls_boot`` for XBOOTLDR, ``legacy_boot``/``required``/``no_block_io`` from GPT attribute
@@ -718,5 +729,6 @@ __all__ = [
     "plan_layout",
     "read_table",
     "reserved_space",
+    "type_name",
     "write_table",
 ]

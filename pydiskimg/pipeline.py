@@ -91,6 +91,11 @@ class Build:
     esp_volume_id: int | None = None
     ext4_plan: Any = None
     fat_plan: Any = None
+    # efixbootldr's XBOOTLDR partition: a second FAT32, labelled BOOT
+    xbootldr_tree: Tree | None = None
+    xbootldr_volume_id: int | None = None
+    xbootldr_plan: Any = None
+    xbootldr_offset: int = 0
     disk_size: int = 0
     staging: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
@@ -164,6 +169,11 @@ class Build:
                 self.esp_tree = scan(s.esp, all_root=True, clamp_mtime=clamp, deterministic=s.deterministic)
             else:
                 self.esp_tree = Tree(Node(Kind.DIR, 0o755, mtime_ns=s.timestamp * 10**9))
+        if s.has_xbootldr:
+            if s.xbootldr:
+                self.xbootldr_tree = scan(s.xbootldr, all_root=True, clamp_mtime=clamp, deterministic=s.deterministic)
+            else:
+                self.xbootldr_tree = Tree(Node(Kind.DIR, 0o755, mtime_ns=s.timestamp * 10**9))
 
     def plan(self) -> None:
         s = self.spec
@@ -210,20 +220,46 @@ class Build:
                                    hidden_sectors=esp_off // 512),
                 )
             except DoesNotFitError as e:
+                if s.has_xbootldr:
+                    raise UsageError(
+                        f"esp (--esp): the ESP of the efixbootldr layout (8 MiB to 100 MiB) holds "
+                        f"{esp_size:,} bytes, its FAT32 filesystem needs {e.needed:,}: put the "
+                        f"kernels on XBOOTLDR (--xbootldr) instead"
+                    ) from None
                 raise UsageError(
                     f"bootSize (--boot-size): the ESP up to {s.boot_size} holds {esp_size:,} bytes, "
                     f"its FAT32 filesystem needs {e.needed:,}: use a bootSize of at least "
                     f"{self._min_boot_size(e.needed)}"
                 ) from None
+        if self.xbootldr_tree is not None:
+            xbl = self.disk_layout.xbootldr
+            self.xbootldr_offset = xbl.offset
+            assert self.xbootldr_volume_id is not None
+            try:
+                self.xbootldr_plan = fat.plan(
+                    self.xbootldr_tree,
+                    xbl.size,
+                    fat.FatOptions(label="BOOT", volume_id=self.xbootldr_volume_id, timestamp=s.timestamp,
+                                   hidden_sectors=xbl.offset // 512),
+                )
+            except DoesNotFitError as e:
+                raise UsageError(
+                    f"bootSize (--boot-size): XBOOTLDR from 100 MiB up to {s.boot_size} holds "
+                    f"{xbl.size:,} bytes, its FAT32 filesystem needs {e.needed:,}: use a bootSize of "
+                    f"at least {self._min_boot_size(e.needed, 'xbootldr')}"
+                ) from None
 
-    def _min_boot_size(self, esp_bytes: int) -> str:
-        """The smallest whole-MB bootSize whose ESP holds ``esp_bytes`` (as parted places it)."""
-        mb = max(1, (8 * MiB + esp_bytes) // 10**6)
+    def _min_boot_size(self, fat_bytes: int, role: str = "esp") -> str:
+        """The smallest whole-MB bootSize whose ESP (or XBOOTLDR) holds ``fat_bytes`` (as parted
+        places it)."""
+        start = 100 * MiB if role == "xbootldr" else 8 * MiB
+        mb = max(1, (start + fat_bytes) // 10**6)
         while True:
             text = f"{mb}M"
             try:
-                lay = layout.plan_layout(self.spec.partition_table, self.disk_size + 2 * esp_bytes + 64 * MiB, text)
-                if (lay.esp_size or 0) >= esp_bytes:
+                lay = layout.plan_layout(self.spec.partition_table, self.disk_size + 2 * fat_bytes + 256 * MiB, text)
+                p = lay.partition(role)
+                if p is not None and p.size >= fat_bytes:
                     return text
             except UsageError:
                 pass
@@ -266,6 +302,11 @@ class Build:
             # a filesystem UUID: first 4 bytes of HMAC-SHA256(partition UUID, "file-system-uuid")
             assert lay.esp_guid is not None
             self.esp_volume_id = ids.fat_volume_id(ids.repart_fs_uuid(lay.esp_guid))
+        if s.has_xbootldr:
+            # derived the same way, from XBOOTLDR's partition GUID
+            xbl = lay.partition("xbootldr")
+            assert xbl is not None and xbl.unique_guid is not None
+            self.xbootldr_volume_id = ids.fat_volume_id(ids.repart_fs_uuid(xbl.unique_guid))
         return lay
 
     def describe(self) -> None:
@@ -291,6 +332,12 @@ class Build:
                 "size": self.disk_layout.esp_size,
                 "volume_id": f"{self.esp_volume_id:08X}",
             }
+        if self.xbootldr_plan is not None:
+            self.summary["xbootldr"] = {
+                "offset": self.xbootldr_offset,
+                "size": self.disk_layout.xbootldr.size,
+                "volume_id": f"{self.xbootldr_volume_id:08X}",
+            }
         p = self.progress
         table = s.partition_table if s.partition_table != "none" else "no partition table"
         p.say(f"disk {self.disk_size:,} bytes, {table}; root ext4 {self.ext4_plan.size:,} bytes "
@@ -298,6 +345,9 @@ class Build:
         if self.fat_plan is not None:
             p.say(f"ESP FAT32 {self.disk_layout.esp_size:,} bytes at {self.esp_offset:,}, "
                   f"volume ID {self.esp_volume_id:08X}")
+        if self.xbootldr_plan is not None:
+            p.say(f"XBOOTLDR FAT32 {self.disk_layout.xbootldr.size:,} bytes at {self.xbootldr_offset:,}, "
+                  f"volume ID {self.xbootldr_volume_id:08X}")
 
     def write_raw(self, path: str) -> None:
         img = Image.create(path, self.disk_size)
@@ -306,6 +356,8 @@ class Build:
                 layout.write_table(img, self.disk_layout)
             if self.fat_plan is not None:
                 fat.write(self.fat_plan, img.view(self.esp_offset))
+            if self.xbootldr_plan is not None:
+                fat.write(self.xbootldr_plan, img.view(self.xbootldr_offset))
             ext4.write(self.ext4_plan, img.view(self.root_offset), progress=self.progress.bar)
             os.fsync(img.fd)
         finally:
@@ -330,6 +382,7 @@ class Build:
             grub_device=s.grub_device,
             in_appliance=s.bootloader_in_appliance,
             progress=self.progress.say,
+            xbootldr_part=(lay.partition("xbootldr").number if (lay is not None and s.has_xbootldr) else None),
         )
         if out:
             log.info("bootloader stage output:\n%s", out)

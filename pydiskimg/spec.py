@@ -21,7 +21,7 @@ from typing import Any
 from .errors import UsageError
 from .ids import parse_guid
 
-TABLE_TYPES = ("none", "legacy", "legacy+gpt", "efi", "hybrid")
+TABLE_TYPES = ("none", "legacy", "legacy+gpt", "efi", "hybrid", "efixbootldr")
 FORMATS = ("raw", "qcow2", "qcow2-compressed", "vdi", "vpc")
 #: file name suffix per format, as the seed names its outputs (nixos.img, nixos.qcow2, ...)
 FORMAT_SUFFIX = {"raw": "img", "qcow2": "qcow2", "qcow2-compressed": "qcow2", "vdi": "vdi", "vpc": "vhd"}
@@ -59,6 +59,7 @@ class ImageSpec:
     root_gpuid: uuid.UUID | None = None  # None: the seed's default (or derived from `seed`)
     root_fsuid: uuid.UUID | None = None  # None: root_gpuid
     esp: str | None = None
+    xbootldr: str | None = None
     seed: uuid.UUID | None = None
     source_date_epoch: int | None = None
     clamp_mtime: bool = False
@@ -79,7 +80,11 @@ class ImageSpec:
 
     @property
     def has_esp(self) -> bool:
-        return self.partition_table in ("efi", "hybrid")
+        return self.partition_table in ("efi", "hybrid", "efixbootldr")
+
+    @property
+    def has_xbootldr(self) -> bool:
+        return self.partition_table == "efixbootldr"
 
 
 # key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path
@@ -91,7 +96,7 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "additionalSpace": ("additional_space", "--additional-space", "size", "room added to an auto-sized disk (binary units)"),
     "bootSize": ("boot_size", "--boot-size", "str", "where the ESP ends, as parted reads it (256M = 256 MB, snapped to 1 MiB)"),
     "contents": ("contents", "--contents", "contents", "JSON file (or TOML list) of {source, target, mode, user, group}"),
-    "partitionTableType": ("partition_table", "--partition-table", "enum", "none, legacy, legacy+gpt, efi or hybrid"),
+    "partitionTableType": ("partition_table", "--partition-table", "enum", "none, legacy, legacy+gpt, efi, hybrid or efixbootldr"),
     "installBootLoader": ("install_bootloader", "--install-bootloader", "str", "command run chrooted in the image by libguestfs's appliance"),
     "touchEFIVars": ("touch_efi_vars", "--touch-efi-vars", "bool", "write efi-vars.fd beside the image"),
     "OVMF": ("ovmf", "--ovmf", "path", "OVMF folder (Debian: /usr/share/OVMF)"),
@@ -108,7 +113,8 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "deterministic": ("deterministic", "--no-deterministic", "bool", "pin identifiers and times (default true)"),
     "rootGPUID": ("root_gpuid", "--root-gpuid", "guid", "GPT unique GUID of the root partition"),
     "rootFSUID": ("root_fsuid", "--root-fsuid", "guid", "root filesystem UUID (default rootGPUID)"),
-    "esp": ("esp", "--esp", "path", "tree copied into the ESP (efi and hybrid)"),
+    "esp": ("esp", "--esp", "path", "tree copied into the ESP (efi, hybrid and efixbootldr)"),
+    "xbootldr": ("xbootldr", "--xbootldr", "path", "tree copied into the XBOOTLDR partition (efixbootldr)"),
     "seed": ("seed", "--seed", "guid", "derive every identifier from this UUID as systemd-repart does"),
     "sourceDateEpoch": ("source_date_epoch", "--source-date-epoch", "int", "filesystem times (default $SOURCE_DATE_EPOCH, else 0)"),
     "clampMtime": ("clamp_mtime", "--clamp-mtime", "bool", "clamp file mtimes to sourceDateEpoch"),
@@ -229,10 +235,10 @@ def validate(spec: ImageSpec) -> None:
         raise UsageError(f"fsType (--fs-type): {spec.fs_type!r} is not supported: only ext4 is")
     if spec.partition_table not in TABLE_TYPES:
         raise UsageError(f"{_where('partitionTableType')}: {spec.partition_table!r} is not one of {', '.join(TABLE_TYPES)}")
-    if spec.touch_efi_vars and spec.partition_table not in ("hybrid", "efi", "legacy+gpt"):
+    if spec.touch_efi_vars and spec.partition_table not in ("hybrid", "efi", "efixbootldr", "legacy+gpt"):
         raise UsageError(
             "touchEFIVars (--touch-efi-vars): EFI variables can be used only with a partition "
-            f"table of type hybrid, efi or legacy+gpt, not {spec.partition_table!r}"
+            f"table of type hybrid, efi, efixbootldr or legacy+gpt, not {spec.partition_table!r}"
         )
     if spec.only_nix_store and (spec.contents or spec.config_file or spec.install_bootloader):
         raise UsageError(
@@ -240,9 +246,13 @@ def validate(spec: ImageSpec) -> None:
             "configFile may be given and no bootloader installed"
         )
     if spec.esp is not None and not spec.has_esp:
-        raise UsageError(f"esp (--esp): partition table {spec.partition_table!r} has no ESP (use efi or hybrid)")
+        raise UsageError(f"esp (--esp): partition table {spec.partition_table!r} has no ESP (use efi, hybrid or efixbootldr)")
     if spec.esp is not None and not os.path.isdir(spec.esp):
         raise UsageError(f"esp (--esp): {spec.esp}: not a folder")
+    if spec.xbootldr is not None and not spec.has_xbootldr:
+        raise UsageError(f"xbootldr (--xbootldr): partition table {spec.partition_table!r} has no XBOOTLDR partition (use efixbootldr)")
+    if spec.xbootldr is not None and not os.path.isdir(spec.xbootldr):
+        raise UsageError(f"xbootldr (--xbootldr): {spec.xbootldr}: not a folder")
     if spec.config_file is not None and not os.path.isfile(spec.config_file):
         raise UsageError(f"configFile (--config-file): {spec.config_file}: not a file")
     if spec.mem_size < 256:

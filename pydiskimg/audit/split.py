@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..io import Image, atomic_output
+from ..layout import type_name
 from .disk import SECTOR, Disk, read_disk
 from .source import Source, open_image
 
@@ -48,13 +49,15 @@ def pieces(src: Source, d: Disk) -> list[Piece]:
                          "backup GPT entries and header", {}))
     for part in d.parts:
         extra: dict[str, Any] = {"number": part.number, "first_lba": part.first_lba,
-                                 "last_lba": part.last_lba, "type": part.type}
+                                 "last_lba": part.last_lba, "type": part.type,
+                                 "type_name": type_name(part.type)}
         for k in ("guid", "name", "attributes", "bootable"):
             v = getattr(part, k)
             if v is not None:
                 extra[k] = v
+        shown = f" ({extra['type_name']})" if extra["type_name"] != "unknown" else ""
         out.append(Piece(f"part{part.number}.img", part.offset, part.size,
-                         f"partition {part.number}", extra))
+                         f"partition {part.number}{shown}", extra))
     for pc in out:
         if pc.offset + pc.size > src.size:
             raise UsageError(f"{src.path}: {pc.what} ends at byte {pc.offset + pc.size}, past "
