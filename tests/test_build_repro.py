@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from imgcheck import sha256
 
-TABLES = ["none", "legacy", "legacy+gpt", "efi", "hybrid"]
+TABLES = ["none", "legacy", "legacy+gpt", "efi", "hybrid", "efixbootldr"]
 FORMATS = ["raw", "qcow2", "qcow2-compressed", "vdi", "vpc"]
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -84,7 +84,8 @@ def test_same_bytes_in_another_environment(tmp_path: Path, table: str, fmt: str)
         (work / "cwd").mkdir(parents=True)
         (work / "tmp").mkdir()
         src = make_tree(work / "src", reverse)
-        esp = make_esp_tree(work / "espsrc", reverse) if table in ("efi", "hybrid") else None
+        esp = make_esp_tree(work / "espsrc", reverse) if table in ("efi", "hybrid", "efixbootldr") else None
+        xbl = make_esp_tree(work / "xblsrc", not reverse) if table == "efixbootldr" else None
         if run_no == 1:
             # touch the atimes: reading the source must not leak into the image
             for dirpath, _, filenames in os.walk(src):
@@ -95,9 +96,12 @@ def test_same_bytes_in_another_environment(tmp_path: Path, table: str, fmt: str)
                         os.utime(p, ns=(st.st_atime_ns + 86_400 * 10**9 * 365, st.st_mtime_ns))
         out = work / f"disk.{fmt}"
         args = ["--root", str(src), "-o", str(out), "--partition-table", table, "--format", fmt,
-                "--additional-space", "4M", "--boot-size", "48M", "--source-date-epoch", "1700000000"]
+                "--additional-space", "4M", "--boot-size", "160M" if xbl else "48M",
+                "--source-date-epoch", "1700000000"]
         if esp is not None:
             args += ["--esp", str(esp)]
+        if xbl is not None:
+            args += ["--xbootldr", str(xbl)]
         env_extra = dict(env_extra, TMPDIR=str(work / "tmp"))
         r = build(args, work / "cwd", env_extra, umask)
         assert r.returncode == 0, r.stderr
