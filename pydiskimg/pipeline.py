@@ -23,7 +23,8 @@ from . import ext4, fat, ids, layout
 from .contents import apply_contents, mkdir_p
 from .errors import DoesNotFitError, ToolError, UsageError
 from .io import Image
-from .spec import SEED_ROOT_GPUID, ImageSpec
+from .progress import ProgressCallback, ProgressEvent
+from .spec import SEED_ROOT_GPUID, ImageSpec, validate
 from .tree import Kind, Node, Tree, scan
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,15 @@ BLOCK = 4096
 
 
 class Progress:
-    """Stage lines and a copy bar on stderr; silent when ``quiet``.  Records each stage's time."""
+    """Stage lines and a copy bar on stderr (silent when ``quiet``), each stage's time, and
+    :class:`ProgressEvent` reports to ``callback``; an exception the callback raises stops
+    the build (nothing is left behind)."""
 
-    def __init__(self, quiet: bool = False, stream: Any = None) -> None:
+    def __init__(self, quiet: bool = False, stream: Any = None,
+                 callback: ProgressCallback | None = None) -> None:
         self.quiet = quiet
+        self.callback = callback
+        self._stage = ("", "")
         self.stream = stream if stream is not None else sys.stderr
         self.times: dict[str, float] = {}
         self._bar_last = 0.0
@@ -51,12 +57,19 @@ class Progress:
     @contextlib.contextmanager
     def stage(self, key: str, text: str) -> Iterator[None]:
         self.say(f"{text}...")
+        self._stage = (key, text)
+        if self.callback is not None:
+            self.callback(ProgressEvent(key, text))
         t0 = time.monotonic()
         yield
         self.times[key] = round(time.monotonic() - t0, 3)
+        if self.callback is not None:
+            self.callback(ProgressEvent(key, text, seconds=self.times[key]))
 
     def bar(self, done: int, total: int) -> None:
         """File-data copy progress: redrawn in place on a terminal, every ~10 s otherwise."""
+        if self.callback is not None and total > 0:
+            self.callback(ProgressEvent(*self._stage, done=done, total=total))
         if self.quiet or total <= 0:
             return
         now = time.monotonic()
@@ -452,9 +465,11 @@ def _round_up(n: int, unit: int) -> int:
     return -(-n // unit) * unit
 
 
-def build(spec: ImageSpec, *, quiet: bool = False, dry_run: bool = False) -> dict[str, Any]:
+def build(spec: ImageSpec, *, quiet: bool = False, dry_run: bool = False,
+          progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Build the image ``spec`` describes; returns the summary (sizes, identifiers, stage times)."""
     from .ext4.plan import no_gc
 
+    validate(spec)  # again: attributes may have been set since the spec was made
     with no_gc():  # the tree and the plans are acyclic: collecting would only walk them
-        return Build(spec, Progress(quiet)).run(dry_run=dry_run)
+        return Build(spec, Progress(quiet, callback=progress)).run(dry_run=dry_run)

@@ -16,7 +16,7 @@ import os
 import tomllib
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from .errors import UsageError
 from .ids import parse_guid
@@ -30,9 +30,22 @@ SEED_ROOT_GPUID = "F222513B-DED1-49FA-B591-20CE86A2FE7F"
 OVMF_DIR = "/usr/share/OVMF"
 
 
-@dataclass
+@dataclass(init=False)
 class ImageSpec:
-    """Every input of one image build.  Build one with :func:`load` (flags and/or TOML)."""
+    """Every input of one image build, validated when it is made.
+
+    ``ImageSpec(root="rootfs", partition_table="efi", disk_size="2G", ...)``: the keywords are
+    the ``build`` flags' names in snake_case (:data:`FIELDS` lists them, see
+    :class:`ImageSpecFields` for what each accepts); a keyword left out or given as ``None`` takes
+    the flag's default.  Strings are read exactly as the command line reads them (``"2G"``,
+    ``"auto"``, ``"512M"``, a GUID); an ``int`` size is bytes.  :meth:`from_toml` reads a TOML
+    file instead.  Bad input raises :class:`pydiskimg.errors.UsageError` with the command
+    line's message, naming the field.
+
+    The attributes hold the values as read: sizes in bytes (``disk_size`` None = auto), GUIDs as
+    :class:`uuid.UUID`, paths as given.  ``dataclasses.replace(spec, **changes)`` makes a
+    validated copy.
+    """
 
     root: str = ""
     output: str = ""
@@ -67,6 +80,37 @@ class ImageSpec:
     grub_device: str | None = None
     bootloader_in_appliance: bool = False
 
+    def __init__(self, **fields: Unpack[ImageSpecFields]) -> None:
+        _setup(self, {}, "", dict(fields))
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Unpack[ImageSpecFields]) -> ImageSpec:
+        """The spec a TOML file describes (keys: the .nix argument names, see :data:`FIELDS`).
+
+        Values read as the seed reads them (a bare integer ``diskSize`` is MiB).  Relative
+        paths are relative to the file's folder.  ``overrides`` (keywords as for the
+        constructor, relative paths relative to the working directory) win over the file, as
+        flags do on the command line.
+        """
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise UsageError(f"{path}: is a folder; expected a TOML file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{path}: not valid TOML: {e}") from None
+        for key in raw:
+            if key in NIX_ONLY:
+                raise UsageError(f"{path}: key {key!r} only makes sense inside Nix: {NIX_ONLY[key]}")
+            if key not in FIELDS:
+                raise UsageError(f"{path}: unknown key {key!r} (known keys: {', '.join(FIELDS)})")
+        spec = cls.__new__(cls)
+        _setup(spec, raw, os.path.dirname(os.path.abspath(path)), dict(overrides))
+        return spec
+
     @property
     def effective_label(self) -> str:
         if self.label is not None:
@@ -85,6 +129,48 @@ class ImageSpec:
     @property
     def has_xbootldr(self) -> bool:
         return self.partition_table == "efixbootldr"
+
+
+_Path = str | os.PathLike[str]
+
+
+class ImageSpecFields(TypedDict, total=False):
+    """The keywords of :class:`ImageSpec` and what each accepts (``None``: the default).
+
+    Every key of :data:`FIELDS` has its attribute name here (a test checks it).
+    """
+
+    root: _Path  #: the staged root tree (required)
+    output: _Path | None  #: the image file (default NAME/nixos.img, .qcow2, .vdi or .vhd)
+    name: str | None
+    disk_size: int | str | None  #: bytes, a truncate -s size ("2G"; a bare number is MiB) or "auto"
+    additional_space: int | str | None  #: bytes, or as numfmt --from=iec reads it ("512M")
+    boot_size: str | None  #: as parted reads it: "256M" = 256 MB
+    contents: _Path | list[dict[str, Any]] | None  #: a JSON file or the list of entries
+    partition_table: str | None  #: none, legacy, legacy+gpt, efi, hybrid
+    install_bootloader: str | None
+    touch_efi_vars: bool | None
+    ovmf: _Path | None
+    efi_firmware: _Path | None
+    efi_variables: _Path | None
+    fs_type: str | None
+    label: str | None
+    config_file: _Path | None
+    post_vm: str | None
+    mem_size: int | str | None
+    only_nix_store: bool | None
+    store_dir: str | None
+    format: str | None  #: raw, qcow2, qcow2-compressed, vdi, vpc
+    deterministic: bool | None
+    root_gpuid: uuid.UUID | str | None
+    root_fsuid: uuid.UUID | str | None
+    esp: _Path | None
+    seed: uuid.UUID | str | None
+    source_date_epoch: int | str | None  #: default $SOURCE_DATE_EPOCH, else unset (0)
+    clamp_mtime: bool | None
+    all_root: bool | None
+    grub_device: str | None
+    bootloader_in_appliance: bool | None
 
 
 # key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path
@@ -190,36 +276,54 @@ def _convert(key: str, value: Any, base_dir: str) -> Any:
 
 
 def load(toml_path: str | None = None, overrides: dict[str, Any] | None = None) -> ImageSpec:
-    """Build a validated ImageSpec from a TOML file (keys as in :data:`FIELDS`) and overrides.
+    """The command line's spec: SPEC.toml (or none) and the flags' values by TOML key.
 
-    Overrides (from flags) win over the file.  Relative paths in the file are relative to the
-    file's own folder, so a spec builds the same image from any working directory; relative
-    paths given as flags are relative to the working directory, as in any shell command.
+    Flags win over the file.  Relative paths in the file are relative to the file's own folder,
+    so a spec builds the same image from any working directory; relative paths given as flags
+    are relative to the working directory, as in any shell command.
     """
-    raw: dict[str, Any] = {}
-    if toml_path is not None:
-        try:
-            with open(toml_path, "rb") as f:
-                raw = tomllib.load(f)
-        except FileNotFoundError:
-            raise UsageError(f"{toml_path}: no such file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"{toml_path}: not valid TOML: {e}") from None
-        for key in raw:
-            if key in NIX_ONLY:
-                raise UsageError(f"{toml_path}: key {key!r} only makes sense inside Nix: {NIX_ONLY[key]}")
-            if key not in FIELDS:
-                raise UsageError(f"{toml_path}: unknown key {key!r} (known keys: {', '.join(FIELDS)})")
-    base = os.path.dirname(os.path.abspath(toml_path)) if toml_path else ""
-    values = {k: (v, base) for k, v in raw.items()}
-    values.update({k: (v, "") for k, v in (overrides or {}).items() if v is not None})
-    spec = ImageSpec()
-    for key, (value, base_dir) in values.items():
-        setattr(spec, FIELDS[key][0], _convert(key, value, base_dir))
-    if "sourceDateEpoch" not in raw and os.environ.get("SOURCE_DATE_EPOCH"):
+    keywords: dict[str, Any] = {FIELDS[k][0]: v for k, v in (overrides or {}).items() if v is not None}
+    if toml_path is None:
+        return ImageSpec(**keywords)
+    return ImageSpec.from_toml(toml_path, **keywords)
+
+
+def _setup(spec: ImageSpec, raw: dict[str, Any], base: str, keywords: dict[str, Any]) -> None:
+    """Fill ``spec``: defaults, then the TOML file's keys (``raw``, paths relative to ``base``),
+    then the keywords; then $SOURCE_DATE_EPOCH if neither gave a time; then validate."""
+    for f in dataclasses.fields(ImageSpec):
+        factory = f.default_factory
+        setattr(spec, f.name, factory() if factory is not dataclasses.MISSING else f.default)
+    for key, value in raw.items():
+        setattr(spec, FIELDS[key][0], _convert(key, value, base))
+    key_of = {attr: key for key, (attr, *_rest) in FIELDS.items()}
+    for name, value in keywords.items():
+        if name not in key_of:
+            raise UsageError(f"ImageSpec: unknown field {name!r} (known fields: {', '.join(key_of)})")
+        if value is not None:
+            setattr(spec, name, _convert_keyword(key_of[name], value))
+    if ("sourceDateEpoch" not in raw and keywords.get("source_date_epoch") is None
+            and os.environ.get("SOURCE_DATE_EPOCH")):
         spec.source_date_epoch = _convert("sourceDateEpoch", os.environ["SOURCE_DATE_EPOCH"], "")
     validate(spec)
-    return spec
+
+
+def _convert_keyword(key: str, value: Any) -> Any:
+    """A Python value for ``key``: as :func:`_convert` reads it from the command line, except
+    that an ``int`` size is bytes, a :class:`uuid.UUID` is taken as is and paths may be
+    :class:`os.PathLike`."""
+    kind = FIELDS[key][2]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if kind in ("size", "disksize") and isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise UsageError(f"{_where(key)}: {value} is negative; expected a size in bytes")
+        if kind == "disksize" and value % 512:
+            raise UsageError(f"{_where(key)}: {value} bytes is not a whole number of 512-byte sectors")
+        return value
+    if kind == "guid" and isinstance(value, uuid.UUID):
+        return value
+    return _convert(key, value, "")
 
 
 def validate(spec: ImageSpec) -> None:
