@@ -156,7 +156,7 @@ def test_diff_one_mode(benchmark: object, images: tuple[str, str, str], tool: st
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--tree", default="/usr/share/doc")
     ap.add_argument("--rounds", type=int, default=3)

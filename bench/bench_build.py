@@ -149,7 +149,7 @@ def test_build_qcow2_classic(benchmark, tmp_path):  # type: ignore[no-untyped-de
 # --- table ----------------------------------------------------------------------------------
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--files", type=int, default=20000)
     ap.add_argument("--format", default="raw")
     ap.add_argument("--rounds", type=int, default=3)

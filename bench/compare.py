@@ -158,7 +158,7 @@ def format_table(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--files", type=int, default=50_000)
     ap.add_argument("--large-mib", type=int, default=400)

@@ -94,7 +94,7 @@ def generate(dest: str, files: int = 50_000, seed: int = 1, large_mib: int = 400
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("dest")
     ap.add_argument("--files", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=1)

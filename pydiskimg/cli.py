@@ -21,6 +21,12 @@ SUBCOMMANDS = ("build", "partition", "ext4", "fat", "inspect", "diff", "split")
 
 
 class _Parser(argparse.ArgumentParser):
+    """No abbreviations: ``--bootloader`` must never be read as ``--bootloader-in-appliance``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
 
