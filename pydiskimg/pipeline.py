@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -112,15 +113,29 @@ class Build:
     disk_size: int = 0
     staging: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    boot_plan: Any = None  # pydiskimg.boot.BootPlan with --bootloader
+    boot_workdir: str = ""
 
     # -- the steps -------------------------------------------------------------------------
 
     def run(self, dry_run: bool = False) -> dict[str, Any]:
+        try:
+            return self._run(dry_run)
+        finally:
+            if self.boot_workdir:
+                shutil.rmtree(self.boot_workdir, ignore_errors=True)
+
+    def _run(self, dry_run: bool) -> dict[str, Any]:
         p = self.progress
         with p.stage("scan", f"scanning {self.spec.root}"):
             self.scan_trees()
+        if self.spec.bootloader:
+            with p.stage("bootloader", f"preparing {self.spec.bootloader} (no VM)"):
+                self.prepare_bootloader()
         with p.stage("plan", "planning partitions and filesystems"):
             self.plan()
+            if self.boot_plan is not None:
+                self.boot_plan.check(self.disk_layout)
         self.describe()
         if dry_run:
             return self.summary
@@ -188,9 +203,26 @@ class Build:
             else:
                 self.xbootldr_tree = Tree(Node(Kind.DIR, 0o755, mtime_ns=s.timestamp * 10**9))
 
+    def prepare_bootloader(self) -> None:
+        """--bootloader: GRUB's images made, the loader's files grafted into the trees."""
+        from . import boot
+
+        s = self.spec
+        assert s.bootloader is not None and self.tree is not None
+        self.identifiers()
+        self.boot_workdir = tempfile.mkdtemp(prefix="pydiskimg-boot-")
+        self.boot_plan = boot.prepare(
+            s.bootloader, self.tree, table=s.partition_table, fs_uuid=str(self.fs_uuid),
+            cmdline=s.kernel_cmdline, grub_dir=s.grub_dir, workdir=self.boot_workdir,
+            timestamp=s.timestamp,
+        )
+        self.boot_plan.graft(self.tree, self.esp_tree, timestamp=s.timestamp,
+                             deterministic=s.deterministic, root_name=s.root, esp_name=s.esp)
+
     def plan(self) -> None:
         s = self.spec
-        self.identifiers()
+        if self.fs_uuid is None:  # --bootloader decided it already (a random one only once)
+            self.identifiers()
         assert self.tree is not None and self.fs_uuid is not None
         opts = ext4.Ext4Options(
             label=s.effective_label,
@@ -339,6 +371,8 @@ class Build:
                 "fs_type": "ext4",
             },
         }
+        if self.boot_plan is not None:
+            self.summary["bootloader"] = self.boot_plan.describe()
         if self.fat_plan is not None:
             self.summary["esp"] = {
                 "offset": self.esp_offset,
@@ -367,6 +401,8 @@ class Build:
         try:
             if self.disk_layout is not None:
                 layout.write_table(img, self.disk_layout)
+            if self.boot_plan is not None:
+                self.boot_plan.write(img, self.disk_layout)
             if self.fat_plan is not None:
                 fat.write(self.fat_plan, img.view(self.esp_offset))
             if self.xbootldr_plan is not None:

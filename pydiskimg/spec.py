@@ -79,6 +79,9 @@ class ImageSpec:
     all_root: bool = False
     grub_device: str | None = None
     bootloader_in_appliance: bool = False
+    bootloader: str | None = None  # grub or systemd-boot, installed with no VM (pydiskimg.boot)
+    kernel_cmdline: str = ""
+    grub_dir: str | None = None
 
     def __init__(self, **fields: Unpack[ImageSpecFields]) -> None:
         _setup(self, {}, "", dict(fields))
@@ -207,6 +210,9 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "allRoot": ("all_root", "--all-root", "bool", "make every file owned by root (trees staged by an unprivileged user)"),
     "bootLoaderInAppliance": ("bootloader_in_appliance", "--bootloader-in-appliance", "bool", "run installBootLoader with the appliance's own tools (e.g. extlinux) instead of chrooted in the image"),
     "grubDevice": ("grub_device", "--grub-device", "str", "the seed's boot.loader.grub.device link made during the bootloader stage"),
+    "bootLoader": ("bootloader", "--bootloader", "enum", "grub or systemd-boot, installed by pydiskimg itself with no VM (instead of installBootLoader)"),
+    "kernelCmdline": ("kernel_cmdline", "--kernel-cmdline", "str", "with bootLoader: added to the generated entries' root=UUID=... ro"),
+    "grubDir": ("grub_dir", "--grub-dir", "path", "with bootLoader grub: the GRUB folder holding i386-pc/ and x86_64-efi/ (default: the tree's /usr/lib/grub)"),
 }
 
 #: make-disk-image.nix arguments that only make sense inside Nix, and what to do instead
@@ -218,7 +224,9 @@ NIX_ONLY = {
     "lib": "not needed",
 }
 
-_ENUMS = {"partitionTableType": TABLE_TYPES, "format": FORMATS}
+BOOTLOADERS = ("grub", "systemd-boot")
+
+_ENUMS = {"partitionTableType": TABLE_TYPES, "format": FORMATS, "bootLoader": BOOTLOADERS}
 
 
 def _where(key: str) -> str:
@@ -365,6 +373,7 @@ def validate(spec: ImageSpec) -> None:
         raise UsageError(f"sourceDateEpoch (--source-date-epoch): {spec.source_date_epoch} is negative")
     if spec.clamp_mtime and spec.source_date_epoch is None:
         raise UsageError("clampMtime (--clamp-mtime): needs sourceDateEpoch (--source-date-epoch or $SOURCE_DATE_EPOCH)")
+    _validate_bootloader(spec)
     for i, entry in enumerate(spec.contents):
         if not isinstance(entry, dict):
             raise UsageError(f"contents[{i}]: expected an object with source and target, got {entry!r}")
@@ -372,6 +381,42 @@ def validate(spec: ImageSpec) -> None:
             raise UsageError(
                 f"contents[{i}]: set none of user and group or both at the same time (target {entry.get('target')!r})"
             )
+
+
+def _validate_bootloader(spec: ImageSpec) -> None:
+    """The combinations ``--bootloader`` cannot do, each as one line."""
+    b = spec.bootloader
+    if b is None:
+        if spec.kernel_cmdline:
+            raise UsageError(f"{_where('kernelCmdline')}: only used with bootLoader (--bootloader grub|systemd-boot)")
+        if spec.grub_dir is not None:
+            raise UsageError(f"{_where('grubDir')}: only used with bootLoader (--bootloader) grub")
+        return
+    where = _where("bootLoader")
+    if spec.install_bootloader:
+        raise UsageError(
+            f"{where}: give either bootLoader (installed by pydiskimg, no VM) or installBootLoader "
+            "(--install-bootloader, run in the appliance), not both"
+        )
+    if spec.bootloader_in_appliance:
+        raise UsageError(f"{where}: bootLoaderInAppliance (--bootloader-in-appliance) only applies to installBootLoader")
+    if spec.only_nix_store:
+        raise UsageError(f"{where}: a store-only image (onlyNixStore) has no /boot to boot from")
+    table = spec.partition_table
+    if table == "none":
+        raise UsageError(f"{where}: {b} needs a partition table (legacy, legacy+gpt, efi or hybrid), not 'none'")
+    if b == "systemd-boot" and table not in ("efi", "hybrid"):
+        raise UsageError(
+            f"{where}: systemd-boot is a UEFI boot loader and needs an ESP: partition table efi or "
+            f"hybrid, not {table!r} (use grub for BIOS)"
+        )
+    if spec.grub_dir is not None:
+        if b != "grub":
+            raise UsageError(f"{_where('grubDir')}: only used with bootLoader grub, not {b}")
+        if not os.path.isdir(spec.grub_dir):
+            raise UsageError(f"{_where('grubDir')}: {spec.grub_dir}: not a folder")
+    if "\n" in spec.kernel_cmdline or "\0" in spec.kernel_cmdline:
+        raise UsageError(f"{_where('kernelCmdline')}: {spec.kernel_cmdline!r}: a command line is one line")
 
 
 def as_dict(spec: ImageSpec) -> dict[str, Any]:
