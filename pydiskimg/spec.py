@@ -405,6 +405,8 @@ def _validate_bootloader(spec: ImageSpec) -> None:
     table = spec.partition_table
     if table == "none":
         raise UsageError(f"{where}: {b} needs a partition table (legacy, legacy+gpt, efi or hybrid), not 'none'")
+    if b == "grub" and table not in ("legacy", "legacy+gpt", "efi", "hybrid"):
+        raise UsageError(f"{where}: grub is installed on legacy, legacy+gpt, efi and hybrid tables, not {table!r}")
     if b == "systemd-boot" and table not in ("efi", "hybrid"):
         raise UsageError(
             f"{where}: systemd-boot is a UEFI boot loader and needs an ESP: partition table efi or "
