@@ -62,7 +62,7 @@ class PartitionInfo:
     last_lba: int  #: inclusive
     offset: int  #: bytes from the start of the disk
     size: int  #: bytes
-    role: str  #: ``esp``, ``bios``, ``root`` (or ``data``)
+    role: str  #: ``esp``, ``bios``, ``xbootldr``, ``root`` (or ``data``)
     type: str  #: GPT type GUID (upper case) or MBR type (``0x83``)
     type_name: str
     guid: str | None  #: GPT unique partition GUID (upper case); None for MBR
@@ -71,7 +71,7 @@ class PartitionInfo:
 
 @dataclass(frozen=True)
 class FilesystemInfo:
-    """A filesystem of a built image: the root (ext4) or the ESP (vfat)."""
+    """A filesystem of a built image: the root (ext4), the ESP or XBOOTLDR (vfat)."""
 
     type: str  #: ``ext4`` or ``vfat``
     offset: int  #: bytes from the start of the disk
@@ -95,6 +95,7 @@ class BuildResult:
     partitions: tuple[PartitionInfo, ...]
     root: FilesystemInfo
     esp: FilesystemInfo | None
+    xbootldr: FilesystemInfo | None  #: efixbootldr's second FAT32 (label BOOT)
     stages: Mapping[str, float]  #: seconds per stage (empty for a dry run)
     dry_run: bool
     _json: dict[str, Any] = field(repr=False, compare=False)
@@ -115,13 +116,14 @@ class BuildResult:
             for p in table.get("partitions", [])
         )
         r = d["root"]
-        esp = d.get("esp")
+        esp, xbl = d.get("esp"), d.get("xbootldr")
         return cls(
             output=d["image"], format=d["format"], disk_size=d["disk_size"],
             partition_table=d["partition_table"], disk_guid=table.get("disk_guid"),
             partitions=parts,
             root=FilesystemInfo(r["fs_type"], r["offset"], r["size"], r["uuid"], r["label"]),
             esp=FilesystemInfo("vfat", esp["offset"], esp["size"], esp["volume_id"], "ESP") if esp else None,
+            xbootldr=FilesystemInfo("vfat", xbl["offset"], xbl["size"], xbl["volume_id"], "BOOT") if xbl else None,
             stages=dict(d.get("stages", {})), dry_run=dry_run, _json=copy.deepcopy(d),
         )
 

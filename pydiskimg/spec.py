@@ -150,7 +150,7 @@ class ImageSpecFields(TypedDict, total=False):
     additional_space: int | str | None  #: bytes, or as numfmt --from=iec reads it ("512M")
     boot_size: str | None  #: as parted reads it: "256M" = 256 MB
     contents: _Path | list[dict[str, Any]] | None  #: a JSON file or the list of entries
-    partition_table: str | None  #: none, legacy, legacy+gpt, efi, hybrid
+    partition_table: str | None  #: none, legacy, legacy+gpt, efi, hybrid, efixbootldr
     install_bootloader: str | None
     touch_efi_vars: bool | None
     ovmf: _Path | None
@@ -174,6 +174,7 @@ class ImageSpecFields(TypedDict, total=False):
     all_root: bool | None
     grub_device: str | None
     bootloader_in_appliance: bool | None
+    xbootldr: _Path | None  #: tree copied into XBOOTLDR (efixbootldr)
 
 
 # key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path

@@ -310,3 +310,15 @@ def test_readme_python_api_examples_run(tmp_path: Path) -> None:
                            env=_env())
         assert r.returncode == 0, code + r.stderr
     assert (tmp_path / "disk.img").stat().st_size > 0
+
+
+def test_efixbootldr_as_cli(tmp_path: Path) -> None:
+    """A keyword another flag added (xbootldr) works through ImageSpec, BuildResult names it."""
+    r = pydiskimg.build(pydiskimg.ImageSpec(root=ROOT, output=tmp_path / "api-x.img", esp=ESP,
+                                            xbootldr=ESP / "loader", partition_table="efixbootldr"))
+    doc = cli_json("build", "--root", ROOT, "-o", tmp_path / "cli-x.img", "--esp", ESP, "--xbootldr",
+                   ESP / "loader", "--partition-table", "efixbootldr", "-q")
+    assert filecmp.cmp(tmp_path / "api-x.img", tmp_path / "cli-x.img", shallow=False)
+    _same_build_report(r.to_json(), doc)
+    assert r.xbootldr is not None and r.xbootldr.offset == doc["xbootldr"]["offset"] == 100 << 20
+    assert [p.role for p in r.partitions if p.offset == r.xbootldr.offset] == ["xbootldr"]
