@@ -175,6 +175,9 @@ class ImageSpecFields(TypedDict, total=False):
     grub_device: str | None
     bootloader_in_appliance: bool | None
     xbootldr: _Path | None  #: tree copied into XBOOTLDR (efixbootldr)
+    bootloader: str | None  #: grub or systemd-boot, installed by pydiskimg with no VM
+    kernel_cmdline: str | None
+    grub_dir: _Path | None
 
 
 # key -> (attribute, flag, kind, help).  kind: str, int, bool, size, disksize, guid, list, path
