@@ -7,7 +7,7 @@ Public API (pure functions and frozen dataclasses; the only I/O is in :func:`wri
 ``plan_layout(table, disk_bytes, boot_size, *, root_gpuid=None, disk_guid=None, seed=None)``
     → :class:`DiskLayout`.  ``table`` is one of :data:`TABLES`; ``disk_bytes`` the image size;
     ``boot_size`` the seed's ``bootSize`` (a string read as parted reads it, see
-    :func:`pydiskimg.sizes.parse_boot_size`; used by ``efi`` and ``hybrid`` only).  Raises
+    :func:`pydiskimg.sizes.parse_boot_size`; used by ``efi``, ``hybrid`` and ``efixbootldr`` only).  Raises
     :class:`~pydiskimg.errors.DoesNotFitError` (disk too small: says the minimum) or
     :class:`~pydiskimg.errors.UsageError` (unknown table, bad boot size).
 ``min_disk_size(table, boot_size, root_fs_bytes)`` → the smallest whole-MiB disk size whose

@@ -187,7 +187,7 @@ FIELDS: dict[str, tuple[str, str, str, str]] = {
     "name": ("name", "--name", "str", "without -o, the image goes to NAME/nixos.img (.qcow2, .vdi, .vhd) as in the seed's $out"),
     "diskSize": ("disk_size", "--disk-size", "disksize", "'auto' or a size as `truncate -s` reads it; a bare integer is MiB"),
     "additionalSpace": ("additional_space", "--additional-space", "size", "room added to an auto-sized disk (binary units)"),
-    "bootSize": ("boot_size", "--boot-size", "str", "where the ESP ends, as parted reads it (256M = 256 MB, snapped to 1 MiB)"),
+    "bootSize": ("boot_size", "--boot-size", "str", "where the ESP (efixbootldr: XBOOTLDR) ends, as parted reads it (256M = 256 MB, snapped to 1 MiB)"),
     "contents": ("contents", "--contents", "contents", "JSON file (or TOML list) of {source, target, mode, user, group}"),
     "partitionTableType": ("partition_table", "--partition-table", "enum", "none, legacy, legacy+gpt, efi, hybrid or efixbootldr"),
     "installBootLoader": ("install_bootloader", "--install-bootloader", "str", "command run chrooted in the image by libguestfs's appliance"),

@@ -7,7 +7,7 @@ JSON shape of :func:`inspect_image` (``inspect --json`` prints exactly this)::
       "format": "raw",                   # container format (raw, qcow2, vdi, vhd-fixed, vpc)
       "size": 1048576000,                # guest disk size in bytes
       "table": {                         # DiskLayout.to_dict() without "partitions"
-        "kind": "efi",                   # none | legacy | legacy+gpt | efi | hybrid | gpt
+        "kind": "efi",                   # none | legacy | legacy+gpt | efi | hybrid | efixbootldr | gpt
         "scheme": "gpt",                 # none | mbr | gpt
         "disk_bytes": ..., "disk_sectors": ..., "sector_size": 512,
         "disk_guid": "97FD5997-...",     # GPT only
