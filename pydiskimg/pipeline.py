@@ -217,7 +217,8 @@ class Build:
             timestamp=s.timestamp,
         )
         self.boot_plan.graft(self.tree, self.esp_tree, timestamp=s.timestamp,
-                             deterministic=s.deterministic, root_name=s.root, esp_name=s.esp)
+                             deterministic=s.deterministic, root_name=s.root, esp_name=s.esp,
+                             xbootldr_tree=self.xbootldr_tree, xbootldr_name=s.xbootldr)
 
     def plan(self) -> None:
         s = self.spec

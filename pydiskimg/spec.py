@@ -408,13 +408,14 @@ def _validate_bootloader(spec: ImageSpec) -> None:
         raise UsageError(f"{where}: a store-only image (onlyNixStore) has no /boot to boot from")
     table = spec.partition_table
     if table == "none":
-        raise UsageError(f"{where}: {b} needs a partition table (legacy, legacy+gpt, efi or hybrid), not 'none'")
+        tables = "efi, hybrid or efixbootldr" if b == "systemd-boot" else "legacy, legacy+gpt, efi or hybrid"
+        raise UsageError(f"{where}: {b} needs a partition table ({tables}), not 'none'")
     if b == "grub" and table not in ("legacy", "legacy+gpt", "efi", "hybrid"):
         raise UsageError(f"{where}: grub is installed on legacy, legacy+gpt, efi and hybrid tables, not {table!r}")
-    if b == "systemd-boot" and table not in ("efi", "hybrid"):
+    if b == "systemd-boot" and table not in ("efi", "hybrid", "efixbootldr"):
         raise UsageError(
-            f"{where}: systemd-boot is a UEFI boot loader and needs an ESP: partition table efi or "
-            f"hybrid, not {table!r} (use grub for BIOS)"
+            f"{where}: systemd-boot is a UEFI boot loader and needs an ESP: partition table efi, "
+            f"hybrid or efixbootldr, not {table!r} (use grub for BIOS)"
         )
     if spec.grub_dir is not None:
         if b != "grub":

@@ -68,3 +68,22 @@ def test_efixbootldr_boots_systemd_boot_entry_from_xbootldr(tmp_path: Path) -> N
     assert result.booted, result.tail()
     assert "EXT4-fs (vda3): mounted filesystem" in result.console, result.tail()
     print(f"booted to the marker in {result.seconds:.1f} s: {result.marker_line}")
+
+
+@pytest.mark.slow
+def test_efixbootldr_with_bootloader_systemd_boot_boots_without_vm_in_the_build(tmp_path: Path) -> None:
+    """--bootloader systemd-boot (no VM in the build): the loader on the ESP, the entry and the
+    Debian tree's kernel and initrd on XBOOTLDR, the root found by its filesystem UUID."""
+    import novmkit
+
+    env, flag = novmkit.poisoned_env(tmp_path)
+    img = tmp_path / "disk.img"
+    r = novmkit.build("--root", distrokit.debian_tree(), "-o", img, "--partition-table", "efixbootldr",
+                      "--bootloader", "systemd-boot", "--kernel-cmdline", "console=ttyS0 panic=-1",
+                      "--source-date-epoch", "1700000000", "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not flag.exists()
+    result = bootkit.boot(img, tmp_path / "vm", uefi=True, marker=distrokit.MARKER)
+    assert result.booted, result.tail()
+    assert "EXT4-fs (vda3): mounted filesystem" in result.console, result.tail()
+    print(f"booted to the marker in {result.seconds:.1f} s: {result.marker_line}")

@@ -196,3 +196,55 @@ def test_inspect_diff_split_know_xbootldr(tmp_path: Path) -> None:
     assert_fsck_silent(out / "part2.img")
     assert blkid(out / "part2.img")["LABEL"] == "BOOT"
     assert digest(mtools_extract(out / "part2.img", tmp_path / "back")) == digest(tmp_path / "xbootldr-0")
+
+
+def test_systemd_boot_loader_on_esp_entries_and_kernels_on_xbootldr(tmp_path: Path) -> None:
+    """--bootloader systemd-boot on efixbootldr, as bootctl + kernel-install lay it out when an
+    XBOOTLDR partition exists: the loader on the ESP, entries and kernels on XBOOTLDR."""
+    import distrokit
+    import novmkit
+
+    versions = ("6.1.0-9-amd64", "6.1.0-10-amd64")
+    root = novmkit.kernel_tree(tmp_path / "root", versions)
+    efi = root / "usr/lib/systemd/boot/efi"
+    efi.mkdir(parents=True)
+    shutil.copyfile(distrokit.debian_tree() / "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+                    efi / "systemd-bootx64.efi")
+    env, flag = novmkit.poisoned_env(tmp_path)
+    img = tmp_path / "disk.img"
+    r = novmkit.build("--root", root, "-o", img, "--partition-table", "efixbootldr", "--bootloader", "systemd-boot",
+                      "--kernel-cmdline", "console=ttyS0", "--source-date-epoch", str(SDE), env=env)
+    assert r.returncode == 0, r.stderr
+    assert not flag.exists()
+    parts = sfdisk_json(img)["partitions"]
+    back = {}
+    for i, name in ((0, "esp"), (1, "xbootldr")):
+        fat = extract(img, parts[i]["start"] * 512, parts[i]["size"] * 512, tmp_path / f"{name}.img")
+        assert_fsck_silent(fat)
+        back[name] = digest(mtools_extract(fat, tmp_path / f"{name}-back"))
+    loader = hashlib.sha256((efi / "systemd-bootx64.efi").read_bytes()).hexdigest()
+    assert back["esp"]["EFI/BOOT/BOOTX64.EFI"] == loader
+    assert back["esp"]["EFI/systemd/systemd-bootx64.efi"] == loader
+    assert "loader/loader.conf" in back["esp"]
+    assert not any(k.startswith(("loader/entries/", "testos")) for k in back["esp"])
+    assert not any(k.startswith("EFI") for k in back["xbootldr"])
+    files = {k for k, v in back["xbootldr"].items() if v != "dir"}
+    want = set()
+    for v in versions:
+        want |= {f"loader/entries/testos-{v}.conf", f"testos/{v}/linux", f"testos/{v}/initrd.img-{v}"}
+    assert files == want
+    entry = (tmp_path / "xbootldr-back/loader/entries/testos-6.1.0-10-amd64.conf").read_text()
+    keys = dict(ln.split(None, 1) for ln in entry.splitlines())
+    assert keys["linux"] == "/testos/6.1.0-10-amd64/linux"
+    assert (tmp_path / "xbootldr-back/testos/6.1.0-10-amd64/linux").read_bytes() == b"kernel 6.1.0-10-amd64"
+    # an entry already in --xbootldr is refused in one line, before anything is written
+    xbl = tmp_path / "xbl"
+    (xbl / "loader/entries").mkdir(parents=True)
+    (xbl / "loader/entries/testos-6.1.0-10-amd64.conf").write_text("title mine\n")
+    out = tmp_path / "o"
+    out.mkdir()
+    r = novmkit.build("--root", root, "-o", out / "x.img", "--partition-table", "efixbootldr", "--bootloader",
+                      "systemd-boot", "--xbootldr", xbl, "-q", env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "xbootldr (--xbootldr)" in lines[0], r.stderr
+    assert os.listdir(out) == []

@@ -38,18 +38,25 @@ class BootPlan:
     #: (target path, host source path) for the root filesystem and the ESP
     root_files: list[tuple[str, str]] = field(default_factory=list)
     esp_files: list[tuple[str, str]] = field(default_factory=list)
+    #: efixbootldr: the entries and kernels, for the XBOOTLDR partition (kernel-install's $BOOT)
+    xbootldr_files: list[tuple[str, str]] = field(default_factory=list)
     boot_img: bytes | None = None
     core_img: bytes | None = None
     efi_image: bytes | None = None
 
     def graft(self, tree: Tree, esp_tree: Tree | None, *, timestamp: int, deterministic: bool,
-              root_name: str, esp_name: str | None) -> None:
+              root_name: str, esp_name: str | None, xbootldr_tree: Tree | None = None,
+              xbootldr_name: str | None = None) -> None:
         """Add the planned files to the trees (one-line error if one is already there)."""
         _graft(tree, self.root_files, timestamp, deterministic, f"root (--root) {root_name}")
         if self.esp_files:
             assert esp_tree is not None
             _graft(esp_tree, self.esp_files, timestamp, deterministic,
                    f"esp (--esp) {esp_name}" if esp_name else "the ESP")
+        if self.xbootldr_files:
+            assert xbootldr_tree is not None
+            _graft(xbootldr_tree, self.xbootldr_files, timestamp, deterministic,
+                   f"xbootldr (--xbootldr) {xbootldr_name}" if xbootldr_name else "XBOOTLDR")
 
     def check(self, layout: Any) -> None:
         """Refuse a layout whose embedding area is too small for core.img (before writing)."""
@@ -114,11 +121,13 @@ def prepare(bootloader: str, tree: Tree, *, table: str, fs_uuid: str, cmdline: s
             plan.esp_files.append((path, files.text(os.path.basename(path), text)))
         for path, node in sd.loader_copies.items():
             plan.esp_files.append((path, files.copy_of(node)))
-        # the entries' destination: the ESP (an XBOOTLDR partition could take them instead)
+        # the entries' destination, kernel-install's $BOOT: XBOOTLDR when there is one (bootctl
+        # and kernel-install prefer it to the ESP), else the ESP
+        entries = plan.xbootldr_files if table == "efixbootldr" else plan.esp_files
         for path, text in sd.entries_text.items():
-            plan.esp_files.append((path, files.text(os.path.basename(path), text)))
+            entries.append((path, files.text(os.path.basename(path), text)))
         for path, node in sd.entries_copies.items():
-            plan.esp_files.append((path, files.copy_of(node)))
+            entries.append((path, files.copy_of(node)))
         return plan
     grub.check_cmdline(cmdline, "kernelCmdline (--kernel-cmdline)")
     platforms = []

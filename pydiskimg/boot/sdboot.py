@@ -11,7 +11,8 @@
   else os-release's ``IMAGE_ID``, else ``ID``, else ``linux``.
 
 The loader goes to the ESP; the entries and kernels go to whatever partition the caller
-grafts :attr:`SdBootFiles.entries` into (the ESP here; an XBOOTLDR partition can take them).
+grafts :attr:`SdBootFiles.entries` into: the ESP, or the XBOOTLDR partition of ``efixbootldr``
+(as kernel-install does when there is one; systemd-boot finds it by its type GUID).
 """
 
 from __future__ import annotations
