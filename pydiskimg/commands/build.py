@@ -39,12 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import build
+    from ..api import build
 
     overrides = {key: getattr(args, key) for key in FIELDS}
-    spec = load(args.spec_file, overrides)
-    summary = build(spec, quiet=args.quiet, dry_run=args.dry_run)
+    spec = load(args.spec_file, overrides)  # = ImageSpec(**flags) or ImageSpec.from_toml(...)
+    result = build(spec, quiet=args.quiet, dry_run=args.dry_run)
     if args.json:
-        json.dump(summary, sys.stdout, indent=2, sort_keys=True)
+        json.dump(result.to_json(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return 0

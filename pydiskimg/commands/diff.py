@@ -39,18 +39,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit.diff import diff_images
+    from ..api import diff
 
-    diffs = diff_images(args.a, args.b)
+    result = diff(args.a, args.b)
     try:
         if args.json:
-            json.dump({"a": args.a, "b": args.b, "identical": not diffs,
-                       "differences": [d.to_json() for d in diffs]}, sys.stdout, indent=2)
+            json.dump(result.to_json(), sys.stdout, indent=2)
             sys.stdout.write("\n")
         else:
-            for d in diffs:
-                print(d.text())
+            for line in result.lines():
+                print(line)
         sys.stdout.flush()
     except BrokenPipeError:  # diff A B | head
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1 if diffs else 0
+    return 0 if result.identical else 1

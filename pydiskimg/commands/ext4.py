@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-from ..errors import UsageError
-from . import source_date_epoch
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,63 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import ext4
-    from ..ids import parse_guid
-    from ..sizes import parse_disk_size, parse_iec
+    from ..api import make_ext4
 
-    ts = source_date_epoch(args.source_date_epoch)
-    size = None if args.size == "auto" else parse_disk_size(args.size, "--size")
-    extra = parse_iec(args.additional_space, "--additional-space")
-    if size is not None and extra:
-        raise UsageError("--additional-space: only meaningful with --size auto")
-    opts = ext4.Ext4Options(
-        label=args.label,
-        uuid=parse_guid(args.uuid, "--uuid") if args.uuid else ext4.DEFAULT_UUID,
-        hash_seed=parse_guid(args.hash_seed, "--hash-seed") if args.hash_seed else None,
-        timestamp=ts,
+    geometry = make_ext4(
+        args.root, args.output, size=args.size, additional_space=args.additional_space,
+        label=args.label, uuid=args.uuid or None, hash_seed=args.hash_seed or None,
+        contents=args.contents, source_date_epoch=args.source_date_epoch,
+        clamp_mtime=args.clamp_mtime, all_root=args.all_root,
         deterministic=not args.no_deterministic,
     )
-    opts.label_bytes()  # validate before scanning
-    if not os.path.isdir(args.root):
-        raise UsageError(f"--root: {args.root} is not a folder")
-    from ..ext4.plan import no_gc
-
-    with no_gc():
-        return _build(args, opts, ts, size, extra)
-
-
-def _build(args: argparse.Namespace, opts: object, ts: int, size: int | None, extra: int) -> int:
-    from .. import ext4
-    from ..tree import scan
-
-    clamp = ts if args.clamp_mtime else None
-    tree = scan(args.root, all_root=args.all_root, clamp_mtime=clamp,
-                deterministic=not args.no_deterministic)
-    if args.contents:
-        from ..contents import apply_contents, load_contents_json
-
-        entries = load_contents_json(args.contents)
-        apply_contents(
-            tree, entries, tree_root=args.root, timestamp=ts,
-            base_dir=os.path.dirname(os.path.abspath(args.contents)),
-            clamp_mtime=clamp, deterministic=not args.no_deterministic,
-        )
-    p = ext4.make_filesystem(tree, args.output, size, opts, extra)  # type: ignore[arg-type]
     if args.json:
-        g = p.params
-        json.dump(
-            {
-                "size": p.size,
-                "blocks": g.blocks,
-                "block_size": 4096,
-                "groups": g.groups,
-                "inodes": g.inodes_count,
-                "inodes_per_group": g.inodes_per_group,
-                "reserved_gdt_blocks": g.reserved_gdt,
-                "journal_blocks": g.journal_blocks,
-                "used_inodes": p.max_ino,
-            },
-            sys.stdout,
-        )
+        json.dump(geometry, sys.stdout)
         print()
     return 0

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-from ..errors import UsageError
-from ..sizes import MiB, parse_disk_size
-from . import source_date_epoch
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,37 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _volume_id(text: str) -> int:
-    t = text.strip()
-    if t.lower().startswith("0x"):
-        t = t[2:]
-    t = t.replace("-", "")
-    if not t or len(t) > 8 or any(c not in "0123456789abcdefABCDEF" for c in t):
-        raise UsageError(f"--volume-id: {text!r} is not a volume ID: expected up to 8 hex digits (like 1234ABCD or 1234-ABCD)")
-    return int(t, 16)
-
-
 def run(args: argparse.Namespace) -> int:
-    from .. import fat
-    from ..tree import scan
+    from ..api import make_fat
 
-    opts = fat.FatOptions(
-        label=args.label,
-        volume_id=_volume_id(args.volume_id) if args.volume_id is not None else fat.DEFAULT_VOLUME_ID,
-        timestamp=source_date_epoch(args.source_date_epoch),
-        hidden_sectors=args.hidden_sectors,
-    )
-    if args.hidden_sectors < 0 or args.hidden_sectors > 0xFFFFFFFF:
-        raise UsageError(f"--hidden-sectors: {args.hidden_sectors} is not a 32-bit sector number")
-    if not os.path.isdir(args.root):
-        raise UsageError(f"--root: {args.root} is not a folder")
-    tree = scan(args.root, all_root=True)
-    if args.size.strip().lower() == "auto":
-        size = -(-fat.min_size(tree, opts) // MiB) * MiB
-    else:
-        size = parse_disk_size(args.size, "--size")
-    plan = fat.make_fat(tree, args.output, size, opts)
+    geometry = make_fat(args.root, args.output, args.size, label=args.label,
+                        volume_id=args.volume_id, source_date_epoch=args.source_date_epoch,
+                        hidden_sectors=args.hidden_sectors)
     if args.json:
-        json.dump(plan.describe(), sys.stdout, indent=2, sort_keys=True)
+        json.dump(geometry, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     return 0

@@ -71,9 +71,9 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit.table import inspect_image
+    from ..api import inspect
 
-    d = inspect_image(args.image, files=args.files)
+    d = inspect(args.image, files=args.files)
     text = json.dumps(d, indent=2) if args.json else _human(d)
     try:
         sys.stdout.write(text + "\n")

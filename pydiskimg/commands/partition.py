@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-
-from .. import layout
-from ..errors import UsageError
-from ..ids import parse_guid
-from ..io import Image, atomic_output
-from ..sizes import parse_disk_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,27 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    lay = layout.plan_layout(
-        args.partition_table,
-        parse_disk_size(args.disk_size, "diskSize (--disk-size)"),
-        args.boot_size,
-        root_gpuid=parse_guid(args.root_gpuid, "rootGPUID (--root-gpuid)") if args.root_gpuid is not None else None,
-        disk_guid=parse_guid(args.disk_guid, "--disk-guid") if args.disk_guid is not None else None,
-        seed=parse_guid(args.seed, "--seed") if args.seed is not None else None,
-    )
-    if os.path.isdir(args.image):
-        raise UsageError(f"{args.image}: is a folder; expected an image file name")
-    with atomic_output(args.image) as tmp:
-        try:
-            img = Image.create(tmp, lay.disk_bytes)
-        except OSError as e:
-            raise UsageError(f"{args.image}: cannot create a file of {lay.disk_bytes} bytes: {e.strerror}") from None
-        try:
-            layout.write_table(img, lay)
-            os.fsync(img.fd)
-        finally:
-            img.close()
+    from ..api import make_partition_table
+
+    lay = make_partition_table(args.image, args.partition_table, args.disk_size,
+                               boot_size=args.boot_size, root_gpuid=args.root_gpuid,
+                               disk_guid=args.disk_guid, seed=args.seed)
     if args.json:
-        json.dump(lay.to_dict(), sys.stdout, indent=2)
+        json.dump(lay, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0

@@ -24,9 +24,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..audit.split import split_image
+    from ..api import split
 
-    m = split_image(args.image, args.dir, hashes=not args.no_hash)
+    m = split(args.image, args.dir, hashes=not args.no_hash)
     if args.json:
         json.dump(m, sys.stdout, indent=2)
         sys.stdout.write("\n")
