@@ -38,8 +38,8 @@ class Run:
 def tool_command(tool: str, tree: str, image: str, size: int) -> list[str]:
     """The command line of ``tool`` ("pydiskimg" or "mkfs.ext4") writing ``tree``."""
     if tool == "pydiskimg":
-        return [sys.executable, "-m", "pydiskimg", "ext4", "--root", tree, "-o", image,
-                "--size", f"{size // MiB}M", "--source-date-epoch", SDE]
+        call = f"make_ext4({tree!r}, {image!r}, size={size}, source_date_epoch={SDE})"
+        return [sys.executable, "-c", f"import pydiskimg; pydiskimg.{call}"]
     if tool == "mkfs.ext4":
         return ["mkfs.ext4", "-q", "-F", "-b", "4096", "-d", tree, image, f"{size // MiB}M"]
     raise ValueError(tool)
@@ -67,9 +67,9 @@ def common_size(tree: str) -> int:
 
     Computed in a child process: this process stays small, so the RSS that ``wait4`` reports
     for a tool (which includes the forked child before ``exec``) is the tool's own."""
-    code = ("import sys\nfrom pydiskimg.ext4 import Ext4Options, plan\n"
-            "from pydiskimg.tree import scan\n"
-            "print(plan(scan(sys.argv[1]), None, Ext4Options()).size)\n")
+    code = ("import sys, pydiskimg\n"
+            "spec = pydiskimg.ImageSpec(root=sys.argv[1], partition_table='none', additional_space=0)\n"
+            "print(pydiskimg.build(spec, dry_run=True).root.size)\n")
     out = subprocess.run([sys.executable, "-c", code, tree], check=True, capture_output=True,
                          text=True, env=_env()).stdout
     return -(-int(int(out) * 1.2) // MiB) * MiB
