@@ -248,3 +248,29 @@ def test_systemd_boot_loader_on_esp_entries_and_kernels_on_xbootldr(tmp_path: Pa
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "xbootldr (--xbootldr)" in lines[0], r.stderr
     assert os.listdir(out) == []
+
+
+def test_seed_identifiers_agree_with_systemd_repart(tmp_path: Path) -> None:
+    """--seed on efixbootldr: partition GUIDs and both FAT volume IDs are those systemd-repart
+    gives the same partitions (ESP, XBOOTLDR, Linux filesystem) from the same seed."""
+    seed = "0867da16-f251-457d-a9e8-c31f9a3c220b"
+    defs = tmp_path / "repart.d"
+    defs.mkdir()
+    (defs / "10-esp.conf").write_text("[Partition]\nType=esp\nFormat=vfat\nSizeMinBytes=100M\nSizeMaxBytes=100M\n")
+    (defs / "20-xbootldr.conf").write_text("[Partition]\nType=xbootldr\nFormat=vfat\nSizeMinBytes=200M\nSizeMaxBytes=200M\n")
+    (defs / "30-root.conf").write_text("[Partition]\nType=linux-generic\n")
+    ref = tmp_path / "repart.img"
+    r = subprocess.run(["systemd-repart", "--empty=create", "--size=1G", f"--seed={seed}", f"--definitions={defs}",
+                        "--dry-run=no", str(ref)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    root = build_small_tree(tmp_path / "root")
+    img = tmp_path / "disk.img"
+    r = pydiskimg("build", "--root", str(root), "-o", str(img), "--partition-table", "efixbootldr", "--seed", seed,
+                  "--disk-size", "1G", "--quiet")
+    assert r.returncode == 0, r.stderr
+    theirs, ours = sfdisk_json(ref)["partitions"], sfdisk_json(img)["partitions"]
+    assert [(p["type"], p["uuid"]) for p in ours] == [(p["type"], p["uuid"]) for p in theirs]
+    for i in (0, 1):
+        ids = [blkid(extract(path, t[i]["start"] * 512, t[i]["size"] * 512, tmp_path / f"{n}{i}.img"))["UUID"]
+               for n, path, t in (("theirs", ref, theirs), ("ours", img, ours))]
+        assert ids[0] == ids[1], (i, ids)
