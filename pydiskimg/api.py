@@ -106,6 +106,7 @@ class BuildResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], dry_run: bool = False) -> BuildResult:
+        """The result a ``build --json`` document describes."""
         table = d.get("table") or {}
         parts = tuple(
             PartitionInfo(
