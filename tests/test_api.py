@@ -239,6 +239,10 @@ def test_every_flag_is_a_typed_keyword() -> None:
     missing = attrs - set(ImageSpecFields.__optional_keys__)
     assert not missing, f"add these keywords to ImageSpecFields in pydiskimg/spec.py: {sorted(missing)}"
     assert set(ImageSpecFields.__optional_keys__) == attrs
+    # each keyword is its flag's name in snake_case (a --no-X flag: the keyword X)
+    for attr, flag, _kind, _help in FIELDS.values():
+        name = flag.split("/")[-1].removeprefix("--").removeprefix("no-").replace("-", "_")
+        assert name == attr, (flag, attr)
 
 
 def test_import_is_cheap() -> None:
