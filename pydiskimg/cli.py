@@ -3,6 +3,9 @@
 Each subcommand lives in ``pydiskimg/commands/<name>.py`` and provides
 ``register(subparsers)`` (adds its parser, sets ``func``) .  The CLI owns the terminal: library
 code raises :class:`pydiskimg.errors.Error`, which is printed here on one line, exit status 2.
+SIGINT and SIGTERM raise :class:`pydiskimg.errors.Interrupted` in the main thread; every step
+cleans up as it unwinds (child processes killed, partial output removed), then one line says
+why and the exit status is 130 or 143.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import signal
 import sys
 
 from . import __version__
-from .errors import Error
+from .errors import Error, Interrupted
 
 SUBCOMMANDS = ("build", "partition", "ext4", "fat", "inspect", "diff", "split")
+#: The signals that stop any command cleanly (exit status 128 + the signal's number).
+_STOP_SIGNALS: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,18 +66,27 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="pydiskimg: %(message)s",
     )
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the cleanups: no partial output
+    stopping: list[int] = []
 
-    signal.signal(signal.SIGTERM, _terminate)
+    def _stop(signum: int, frame: object) -> None:
+        # the first SIGINT or SIGTERM unwinds through the cleanups (no partial output, no
+        # child process left); later ones must not cut those cleanups short
+        if not stopping:
+            stopping.append(signum)
+            raise Interrupted(signum)
+
+    for stop_signal in _STOP_SIGNALS:
+        signal.signal(stop_signal, _stop)
     try:
         rc = args.func(args)
     except Error as e:
         print(f"pydiskimg: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pydiskimg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"pydiskimg: {_STOP_SIGNALS[signum]} by {signal.Signals(signum).name}: "
+              "stopped, nothing written", file=sys.stderr)
+        return 128 + signum
     return int(rc or 0)
 
 

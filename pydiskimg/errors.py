@@ -6,6 +6,8 @@
 * ``ToolError``: an external tool (qemu-img, libguestfs) failed.
 * ``InternalError``: a bug in pydiskimg.
 
+Apart from the root: ``Interrupted`` (a ``KeyboardInterrupt``) for SIGINT and SIGTERM.
+
 The CLI prints ``str(error)`` on one line and exits with status 2.
 """
 
@@ -71,3 +73,15 @@ class ToolError(Error):
 
 class InternalError(Error):
     """A bug in pydiskimg: an invariant did not hold."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the build stops, cleaning up as it unwinds.
+
+    A ``KeyboardInterrupt`` (not an :class:`Error`): no ``except Exception`` may swallow it.
+    The CLI exits with status 128 + ``signum`` (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)

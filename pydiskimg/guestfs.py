@@ -70,6 +70,7 @@ from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+from . import procs
 from .errors import Ext4Error, ToolError, UsageError
 
 log = logging.getLogger(__name__)
@@ -148,18 +149,71 @@ def _env_forces_backend() -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Messages:
-    """The last libguestfs/QEMU messages, to explain a failed launch in one line."""
+class _Console:
+    """The command's output lines, picked out of the appliance's console as they come.
 
-    def __init__(self) -> None:
+    Lines count only between :meth:`start` and :meth:`stop`; :meth:`finish` then passes on the
+    lines the console had not delivered yet (from the command's whole output), so ``emit``
+    sees every line once, in order.  Nothing is passed on once ``cancelled`` is set."""
+
+    def __init__(self, emit: ProgressFn | None, cancelled: threading.Event) -> None:
+        self.emit = emit
+        self.cancelled = cancelled
+        self.partial = ""
+        self.count = 0
+        self.active = False
+
+    def start(self) -> None:
+        self.partial, self.count, self.active = "", 0, True
+
+    def stop(self) -> None:
+        self.active = False
+
+    def feed(self, text: str) -> None:
+        if not self.active:
+            return
+        *whole, self.partial = (self.partial + text).split("\n")
+        for line in whole:
+            at = line.find(_LINE_MARK)
+            if at >= 0:
+                self.count += 1
+                self._out(line[at + len(_LINE_MARK) :].rstrip("\r"))
+
+    def finish(self, output: str) -> None:
+        lines = output.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        for line in lines[self.count :]:
+            self._out(line)
+
+    def _out(self, line: str) -> None:
+        if self.emit is not None and not self.cancelled.is_set():
+            self.emit(line)
+
+
+class _Messages:
+    """The last libguestfs/QEMU messages, to explain a failed launch in one line; the
+    appliance's console also goes to ``console``."""
+
+    appliance_event = 0  # libguestfs's EVENT_APPLIANCE, set when the bindings are loaded
+
+    def __init__(self, console: _Console | None = None) -> None:
         self.lines: deque[str] = deque(maxlen=200)
+        self.console = console
 
     def callback(self, event: int, handle: int, buf: bytes | str, array: Any) -> None:
-        text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf)
-        for line in text.splitlines():
-            line = line.strip()
-            if line:
-                self.lines.append(line)
+        # runs inside libguestfs's C code: an exception here would only be printed there, and
+        # the call would go on as if nothing happened, so none may escape
+        try:
+            text = buf.decode("utf-8", "replace") if isinstance(buf, bytes) else str(buf)
+            if self.console is not None and event == self.appliance_event:
+                self.console.feed(text)
+            for line in text.splitlines():
+                line = line.strip()
+                if line:
+                    self.lines.append(line)
+        except Exception:
+            log.debug("libguestfs event callback failed", exc_info=True)
 
     def explain(self) -> str:
         """The most telling line: QEMU's own error first, then any error or failure."""
@@ -208,6 +262,7 @@ def _tail_line(text: str, keep: int = 20) -> str:
 
 
 def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs: _Messages) -> Any:
+    _Messages.appliance_event = gfs.EVENT_APPLIANCE
     g = gfs.GuestFS(python_return_dict=True, close_on_exit=True)
     g.set_verbose(True)  # messages go to the callback only, for error reports
     events = gfs.EVENT_APPLIANCE | gfs.EVENT_LIBRARY | gfs.EVENT_WARNING
@@ -220,8 +275,16 @@ def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs
     return g
 
 
-def _launch(gfs: ModuleType, image_path: str, mem_size: int, say: ProgressFn) -> Any:
-    """Launch the appliance, trying KVM first and falling back to TCG by itself."""
+def _launch(
+    gfs: ModuleType,
+    image_path: str,
+    mem_size: int,
+    say: ProgressFn,
+    cancelled: threading.Event,
+    console: _Console,
+) -> Any:
+    """Launch the appliance, trying KVM first and falling back to TCG by itself; nothing new
+    is started once ``cancelled`` is set.  The appliance's console goes to ``console``."""
     global _kvm_verdict
     if _env_forces_backend():
         tries = [False]  # the environment decides
@@ -242,7 +305,9 @@ def _launch(gfs: ModuleType, image_path: str, mem_size: int, say: ProgressFn) ->
         tries = [False, True]
     last_error = ""
     for tcg in tries:
-        msgs = _Messages()
+        if cancelled.is_set():
+            raise ToolError("libguestfs: the stage was stopped")
+        msgs = _Messages(console)
         g = _new_handle(gfs, image_path, mem_size, tcg, msgs)
         mode = "TCG" if tcg else ("KVM" if not _env_forces_backend() else "configured backend")
         say(f"libguestfs: starting the appliance ({mode}, {mem_size} MiB; this takes a while)")
@@ -275,14 +340,41 @@ def _device(part: int | None) -> str:
     return API_DISK if part is None else f"{API_DISK}{part}"
 
 
-def chroot_argv(command: str, env: dict[str, str] | None = None) -> list[str]:
+#: Where the wrappers copy each line of the command's output, marked, as it comes: the
+#: appliance's console, which libguestfs hands to the event callback (EVENT_APPLIANCE) while
+#: ``command`` still runs (``command`` itself returns the output only at the end).
+CONSOLE = "/dev/console"
+#: Starts each copied line.  The wrappers write it in two pieces (the shell joins them), so the
+#: daemon's own log of the command line, also on the console, never holds it.
+_LINE_MARK = "pydiskimg-stage-output:"
+_LINE_MARK_SH = '"pydiskimg-stage-"' + "'output:'"
+
+
+def _wrapper(run: str, console: str) -> str:
+    """Shell that runs ``run`` (a command line), stdin from /dev/null and stderr merged into
+    stdout, and passes each line of its output both to stdout and, marked, to ``console``
+    (when writable); then prints the exit status on a last line of its own.  A last line
+    without a newline stays so on stdout.  Fds 3-5 are the wrapper's; ``run`` gets none."""
+    copy = f'printf "%s\\n" "$l" >&4; printf "%s%s\\n" {_LINE_MARK_SH} "$l" >&5'
+    last = f'printf "%s" "$l" >&4; printf "%s%s\\n" {_LINE_MARK_SH} "$l" >&5'
+    con = shlex.quote(console)
+    return (
+        f"if [ -w {con} ]; then exec 5>{con}; else exec 5>/dev/null; fi; exec 4>&1; "
+        f"s=$( {{ {{ {run} </dev/null 2>&1 3>&- 4>&- 5>&-; echo $? >&3; }} | "
+        f"{{ while IFS= read -r l; do {copy}; done; "
+        f'if [ -n "$l" ]; then {last}; fi; }}; }} 3>&1 ); '
+        f'echo; echo "{_STATUS_MARK}$s"'
+    )
+
+
+def chroot_argv(command: str, env: dict[str, str] | None = None, console: str = CONSOLE) -> list[str]:
     """The argv libguestfs's ``command`` runs chrooted in the image: the image's ``/bin/sh``
     runs ``command`` verbatim (passed as ``$1``, never re-quoted) with ``env`` exported,
-    stderr merged into stdout, then prints the exit status on a last line of its own
-    (``command`` only reports stderr when a command fails, and we want both streams in order)."""
+    stderr merged into stdout, each line also copied to ``console`` as it comes, then prints
+    the exit status on a last line of its own (``command`` only reports stderr when a command
+    fails, and we want both streams in order)."""
     exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
-    wrapper = f'{exports}/bin/sh -c "$1" 2>&1; s=$?; echo; echo "{_STATUS_MARK}$s"'
-    return ["/bin/sh", "-c", wrapper, "pydiskimg", command]
+    return ["/bin/sh", "-c", exports + _wrapper('/bin/sh -c "$1"', console), "pydiskimg", command]
 
 
 #: prints the kernel's names of the devices mounted at SYSROOT, SYSROOT$ESPMP and SYSROOT/boot
@@ -316,14 +408,14 @@ def _real_devices(g: Any, esp_mount: str = "/boot") -> tuple[str, str, str, str]
     return lines[0], lines[1], lines[2], lines[3]
 
 
-def appliance_script(command: str, env: dict[str, str]) -> str:
+def appliance_script(command: str, env: dict[str, str], console: str = CONSOLE) -> str:
     """The script libguestfs's ``debug sh`` runs in the appliance: ``env`` exported, the
     working folder the image's root, then the same output and status convention as
     :func:`chroot_argv`."""
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     return (
-        f"export {exports}; cd {SYSROOT} && /bin/sh -c {shlex.quote(command)} 2>&1; "
-        f"s=$?; echo; echo {_STATUS_MARK}$s"
+        f"export {exports}; cd {SYSROOT} || exit 1; "
+        + _wrapper(f"/bin/sh -c {shlex.quote(command)}", console)
     )
 
 
@@ -351,6 +443,7 @@ def run_in_guest(
     in_appliance: bool = False,
     progress: ProgressFn | None = None,
     xbootldr_part: int | None = None,
+    output: ProgressFn | None = None,
 ) -> str:
     """Run ``command`` on the raw image at ``image_path`` in libguestfs's appliance.
 
@@ -360,7 +453,12 @@ def run_in_guest(
     (``efixbootldr``) the ESP goes to ``/efi`` and XBOOTLDR to ``/boot``.  ``command`` is a shell
     command line: run chrooted into the image with the image's ``/bin/sh`` by default, or with
     the appliance's shell when ``in_appliance`` (see the module documentation).  Returns the
-    command's output, stdout and stderr merged in order.
+    command's output, stdout and stderr merged in order; ``output`` is called with each line of
+    it as the command prints it (every line exactly once, in order), ``progress`` with what the
+    stage is doing.
+
+    The appliance runs in a worker thread (:func:`pydiskimg.procs.interruptible`): SIGINT and
+    SIGTERM, as the CLI raises them, stop the stage at once, QEMU killed.
 
     Raises :class:`~pydiskimg.errors.ToolError` (one line) when libguestfs is missing, the
     appliance does not start, a partition does not mount, the image has no ``/bin/sh`` (chroot
@@ -373,95 +471,128 @@ def run_in_guest(
         raise UsageError(f"memSize: {mem_size} MiB is too small for the appliance (at least 256)")
     if not command.strip():
         raise UsageError("installBootLoader: the command is empty")
-
-    def say(msg: str) -> None:
-        log.info("%s", msg)
-        if progress is not None:
-            progress(msg)
-
+    if grub_device and (not grub_device.startswith("/dev/") or "\n" in grub_device):
+        raise UsageError(f"grub device: {grub_device!r} is not a /dev path")
     gfs = load_bindings()
     if gfs is None:
         raise ToolError(
             "libguestfs: the Python bindings are not importable; install Debian's python3-guestfs "
             "and libguestfs-tools (needed for installBootLoader)"
         )
+
+    def stage(cancelled: threading.Event) -> str:
+        def say(msg: str) -> None:
+            if cancelled.is_set():  # the build is stopping: nothing more to report
+                return
+            log.info("%s", msg)
+            if progress is not None:
+                progress(msg)
+
+        lines = _Console(output, cancelled)
+        g = _launch(gfs, image_path, mem_size, say, cancelled, lines)
+        try:
+            return _run_command(
+                g,
+                root_part=root_part,
+                esp_part=esp_part,
+                xbootldr_part=xbootldr_part,
+                command=command,
+                grub_device=grub_device,
+                in_appliance=in_appliance,
+                say=say,
+                lines=lines,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                g.close()
+
+    return procs.interruptible(stage)
+
+
+def _run_command(
+    g: Any,
+    *,
+    root_part: int | None,
+    esp_part: int | None,
+    xbootldr_part: int | None,
+    command: str,
+    grub_device: str | None,
+    in_appliance: bool,
+    say: ProgressFn,
+    lines: _Console,
+) -> str:
+    """The steps on a launched appliance: mount, find devices, link, run, clean up."""
     what = "installBootLoader"
-    g = _launch(gfs, image_path, mem_size, say)
+    esp_mount = "/efi" if xbootldr_part is not None else "/boot"
+    root_dev, esp_dev = (
+        _device(root_part),
+        (_device(esp_part) if esp_part is not None else None),
+    )
     try:
-        esp_mount = "/efi" if xbootldr_part is not None else "/boot"
-        root_dev, esp_dev = (
-            _device(root_part),
-            (_device(esp_part) if esp_part is not None else None),
+        g.mount(root_dev, "/")
+        if esp_dev is not None:
+            g.mkdir_p(esp_mount)
+            g.mount(esp_dev, esp_mount)
+        if xbootldr_part is not None:
+            g.mkdir_p("/boot")
+            g.mount(_device(xbootldr_part), "/boot")
+    except RuntimeError as e:
+        raise ToolError(
+            f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
+        ) from None
+    disk, real_root, real_esp, real_xbootldr = _real_devices(g, esp_mount)
+    if grub_device and grub_device != disk:
+        link = (
+            f"mkdir -p {shlex.quote(os.path.dirname(grub_device))} && "
+            f"ln -sfn {disk} {shlex.quote(grub_device)}"
         )
         try:
-            g.mount(root_dev, "/")
-            if esp_dev is not None:
-                g.mkdir_p(esp_mount)
-                g.mount(esp_dev, esp_mount)
-            if xbootldr_part is not None:
-                g.mkdir_p("/boot")
-                g.mount(_device(xbootldr_part), "/boot")
+            g.debug("sh", [link])
         except RuntimeError as e:
             raise ToolError(
-                f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
+                f"libguestfs: cannot link {grub_device} to {disk}: {_one_line(str(e))}"
             ) from None
-        disk, real_root, real_esp, real_xbootldr = _real_devices(g, esp_mount)
-        if grub_device:
-            if not grub_device.startswith("/dev/") or "\n" in grub_device:
-                raise UsageError(f"grub device: {grub_device!r} is not a /dev path")
-            if grub_device != disk:
-                link = (
-                    f"mkdir -p {shlex.quote(os.path.dirname(grub_device))} && "
-                    f"ln -sfn {disk} {shlex.quote(grub_device)}"
-                )
-                try:
-                    g.debug("sh", [link])
-                except RuntimeError as e:
-                    raise ToolError(
-                        f"libguestfs: cannot link {grub_device} to {disk}: {_one_line(str(e))}"
-                    ) from None
-        first = command.strip().splitlines()[0]
-        shown = first if len(first) <= 60 and "\n" not in command.strip() else first[:57] + "..."
-        where = "in the appliance" if in_appliance else "chrooted in the image"
-        say(f"{what}: running {shown!r} {where}")
-        env = {"DISK": disk, "ROOT_DEV": real_root, "ESP_DEV": real_esp}
-        if xbootldr_part is not None:
-            env["XBOOTLDR_DEV"] = real_xbootldr
-        if in_appliance:
-            script = appliance_script(command, {"SYSROOT": SYSROOT, **env})
-            runner = lambda: g.debug("sh", [script])  # noqa: E731
-        else:
-            if not g.is_file("/bin/sh", followsymlinks=True):
-                raise ToolError(
-                    f"{what}: the image has no /bin/sh, so a command cannot run chrooted in it; "
-                    "ship a shell in the root tree, or run the command in the appliance"
-                )
-            argv = chroot_argv(command, env)
-            runner = lambda: g.command(argv)  # noqa: E731
-        try:
-            with _heartbeat(say, f"{what}: still running"):
-                raw_out = runner()
-        except RuntimeError as e:
-            raise ToolError(f"{what}: {shown!r} could not run: {_one_line(str(e))}") from None
-        status, output = split_status(raw_out, what)
-        if status != 0:
+    first = command.strip().splitlines()[0]
+    shown = first if len(first) <= 60 and "\n" not in command.strip() else first[:57] + "..."
+    where = "in the appliance" if in_appliance else "chrooted in the image"
+    say(f"{what}: running {shown!r} {where}")
+    env = {"DISK": disk, "ROOT_DEV": real_root, "ESP_DEV": real_esp}
+    if xbootldr_part is not None:
+        env["XBOOTLDR_DEV"] = real_xbootldr
+    if in_appliance:
+        script = appliance_script(command, {"SYSROOT": SYSROOT, **env})
+        runner = lambda: g.debug("sh", [script])  # noqa: E731
+    else:
+        if not g.is_file("/bin/sh", followsymlinks=True):
             raise ToolError(
-                f"{what}: {shown!r} failed with exit status {status}: "
-                f"{_tail_line(output) or '(no output)'}"
+                f"{what}: the image has no /bin/sh, so a command cannot run chrooted in it; "
+                "ship a shell in the root tree, or run the command in the appliance"
             )
-        try:
-            g.rm_f("/etc/machine-id")
-            g.umount_all()
-            g.shutdown()
-        except RuntimeError as e:
-            raise ToolError(
-                f"libguestfs: cannot unmount the image cleanly: {_one_line(str(e))}"
-            ) from None
-        say(f"{what}: done")
-        return output
+        argv = chroot_argv(command, env)
+        runner = lambda: g.command(argv)  # noqa: E731
+    lines.start()
+    try:
+        with _heartbeat(say, f"{what}: still running"):
+            raw_out = runner()
+    except RuntimeError as e:
+        raise ToolError(f"{what}: {shown!r} could not run: {_one_line(str(e))}") from None
     finally:
-        with contextlib.suppress(Exception):
-            g.close()
+        lines.stop()
+    status, out = split_status(raw_out, what)
+    lines.finish(out)
+    if status != 0:
+        raise ToolError(
+            f"{what}: {shown!r} failed with exit status {status}: "
+            f"{_tail_line(out) or '(no output)'}"
+        )
+    try:
+        g.rm_f("/etc/machine-id")
+        g.umount_all()
+        g.shutdown()
+    except RuntimeError as e:
+        raise ToolError(f"libguestfs: cannot unmount the image cleanly: {_one_line(str(e))}") from None
+    say(f"{what}: done")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,17 +728,18 @@ def bootloader_stage(
     in_appliance: bool = False,
     progress: ProgressFn | None = None,
     xbootldr_part: int | None = None,
+    output: ProgressFn | None = None,
 ) -> str:
     """:func:`run_in_guest`, then (deterministic mode) :func:`repin_ext4` of the root filesystem.
 
     ``root_offset`` is the root filesystem's byte offset in the image (0 for a whole-disk
     filesystem).  ``s_kbytes_written`` is read before the stage and restored after it, so the
     superblock fields the stage touches come back exactly as the writer made them, the UUID and
-    times pinned.  Returns the command's output.
+    times pinned.  Returns the command's output (also passed line by line to ``output``).
     """
     image_path = os.fspath(image_path)
     before = read_kbytes_written(image_path, root_offset) if deterministic else None
-    output = run_in_guest(
+    text = run_in_guest(
         image_path,
         root_part=root_part,
         esp_part=esp_part,
@@ -617,7 +749,8 @@ def bootloader_stage(
         in_appliance=in_appliance,
         progress=progress,
         xbootldr_part=xbootldr_part,
+        output=output,
     )
     if deterministic:
         repin_ext4(image_path, root_offset, fs_uuid, timestamp=timestamp, kbytes_written=before)
-    return output
+    return text

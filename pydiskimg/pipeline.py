@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ext4, fat, ids, layout
+from . import ext4, fat, ids, layout, procs
 from .contents import apply_contents, mkdir_p
 from .errors import DoesNotFitError, ToolError, UsageError
 from .io import Image
@@ -50,10 +50,25 @@ class Progress:
         self._bar_start: float | None = None
         self._bar_shown = False
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._held: list[str] = []
 
     def say(self, text: str) -> None:
         if not self.quiet:
             print(f"pydiskimg: {text}", file=self.stream, flush=True)
+
+    def command_line(self, line: str) -> None:
+        """A line a command of the build printed (the bootloader stage's), shown as it comes;
+        with ``quiet``, held back until :meth:`release_held` (a failure) or dropped."""
+        if self.quiet:
+            self._held.append(line)
+        else:
+            print(f"  | {line}", file=self.stream, flush=True)
+
+    def release_held(self) -> None:
+        """Show the command lines ``quiet`` held back (the command failed)."""
+        for line in self._held:
+            print(f"  | {line}", file=self.stream, flush=True)
+        self._held.clear()
 
     @contextlib.contextmanager
     def stage(self, key: str, text: str) -> Iterator[None]:
@@ -164,7 +179,11 @@ class Build:
                 self.write_raw(raw)
             if self.spec.install_bootloader:
                 with p.stage("guest", "running the bootloader stage in libguestfs's appliance"):
-                    self.guest_stage(raw)
+                    try:
+                        self.guest_stage(raw)
+                    except ToolError:
+                        p.release_held()  # --quiet: a failure still shows the command's output
+                        raise
             final = os.path.join(self.staging, os.path.basename(self.spec.output))
             if self.spec.format != "raw":
                 with p.stage("convert", f"converting to {self.spec.format}"):
@@ -433,6 +452,7 @@ class Build:
             in_appliance=s.bootloader_in_appliance,
             progress=self.progress.say,
             xbootldr_part=(lay.partition("xbootldr").number if (lay is not None and s.has_xbootldr) else None),
+            output=self.progress.command_line,
         )
         if out:
             log.info("bootloader stage output:\n%s", out)
@@ -459,8 +479,10 @@ class Build:
 
     def post_vm(self, final: str) -> None:
         env = dict(os.environ, diskImage=final, out=self.staging)
-        r = subprocess.run(["bash", "-c", self.spec.post_vm], env=env, cwd=self.staging,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # in a session of its own: an interrupt kills the shell and all it started
+        r = procs.run(["bash", "-c", self.spec.post_vm], env=env, cwd=self.staging,
+                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True)
         if r.stdout and not self.progress.quiet:
             sys.stderr.write(r.stdout)
         if r.returncode != 0:

@@ -34,6 +34,7 @@ from typing import Any
 
 import construct
 
+from . import procs
 from . import qemu_structs as qs
 from .errors import ImageError, InternalError, ToolError, UsageError
 from .ids import hmac_v4
@@ -84,10 +85,11 @@ def _run(args: list[str], what: str) -> subprocess.CompletedProcess[str]:
     cmd = [_qemu_img(), *args]
     log.debug("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(
+        proc = procs.run(  # an interrupt kills qemu-img too
             cmd,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             errors="replace",
             env={**os.environ, "LC_ALL": "C"},
