@@ -13,6 +13,7 @@ import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -322,3 +323,25 @@ def torture_tree(_torture_base: Path) -> Path:
 def small_tree(tmp_path: Path) -> Path:
     """A small ordinary tree (fresh per test: may be modified)."""
     return build_small_tree(tmp_path / "small")
+
+
+@pytest.fixture(scope="session")
+def distro_stage_image(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, Any]]:
+    """``get(table)``: (image, finished build process) of the Debian tree built through the
+    bootloader stage with GRUB (``tests/distrokit.py``'s :func:`build_through_stage`), built on
+    first request and shared by every test of the session (boot tests, reproducibility tests):
+    each costs a libguestfs launch and a GRUB install under TCG.  ``legacy`` is built with the
+    progress stream on (the stage's output is in its stderr), ``efi`` with ``--quiet``.
+    Callers must not modify the image (boot it with ``snapshot=on``, as bootkit.boot does)."""
+    import distrokit
+
+    built: dict[str, tuple[Path, Any]] = {}
+
+    def get(table: str) -> tuple[Path, Any]:
+        if table not in built:
+            out = tmp_path_factory.mktemp(f"distro-{table}") / f"{table}.img"
+            extra = ("--quiet",) if table == "efi" else ()
+            built[table] = (out, distrokit.build_through_stage(table, out, *extra))
+        return built[table]
+
+    return get
