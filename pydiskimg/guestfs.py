@@ -39,6 +39,14 @@ changed on mount (last mount point, lifetime writes), so resize2fs and tune2fs a
 filesystem and ``e2fsck -fn`` stays silent.  Files the command writes still carry the
 appliance's clock: the stage is reproducible in what it pins, not in what the command creates.
 
+**Output and interrupts.**  libguestfs's ``command`` returns a command's output only when it
+ends, so the wrappers (:func:`chroot_argv`, :func:`appliance_script`) also copy each line, marked,
+to the appliance's console, which libguestfs hands to the event callback as it comes: the lines
+go to ``output`` while the command runs.  Every libguestfs call runs in a worker thread
+(:func:`pydiskimg.procs.interruptible`), so the main thread takes SIGINT and SIGTERM at once
+(a blocking call would delay them, or run the handler inside an event callback, where the
+exception is only printed); the appliance's processes are then killed and the interrupt goes on.
+
 **KVM.**  The appliance first tries KVM (libguestfs's default ``accel=kvm:tcg``).  Where
 ``/dev/kvm`` is missing or unusable, or QEMU dies starting under KVM (as on machines whose
 ``/dev/kvm`` is a paravirtual stub: ``failed to set MSR``), it falls back by itself to TCG

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 
+import bootkit
 import pytest
 
 from pydiskimg import guestfs
@@ -218,18 +220,63 @@ def test_kvm_probe_is_false_without_a_device(tmp_path: Path) -> None:
         ("printf 'no newline'", 0, "no newline"),
         ("echo \"$1\" '$HOME' `echo x`; false", 1, " $HOME x\n"),
         ("set -e\nfalse\necho never", 1, ""),
+        ("printf 'a\\\\b  c\\n'; cat; echo \"$DISK\"", 0, "a\\b  c\n/dev/null\n"),
     ],
 )
-def test_command_wrappers_keep_output_and_status(command: str, status: int, output: str) -> None:
-    """The wrappers run by the appliance, run here by the host's /bin/sh: the command reaches
-    the shell verbatim, both streams come back in order, the exit status is the command's."""
-    r = subprocess.run(guestfs.chroot_argv(command), capture_output=True, text=True)
+@pytest.mark.parametrize("shell", ["/bin/sh", "busybox"])
+def test_command_wrappers_keep_output_and_status(
+    command: str, status: int, output: str, shell: str, tmp_path: Path
+) -> None:
+    """The wrappers run by the appliance, run here by the host's /bin/sh (dash) and busybox's
+    sh (the small images' shell): the command reaches the shell verbatim, both streams come
+    back in order, the exit status is the command's, and every line is also copied, marked, to
+    the console (a file here) as it is printed."""
+    if shell == "busybox":
+        shell = bootkit.busybox_static()
+    prefix = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    marked = "".join(f"{guestfs._LINE_MARK}{ln}\n" for ln in output.splitlines())
+    console = tmp_path / "console"
+    console.write_text("")
+    argv = guestfs.chroot_argv(command, {"DISK": "/dev/null"}, console=str(console))
+    r = subprocess.run([*prefix, *argv[1:]], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr == ""
     assert guestfs.split_status(r.stdout, "t") == (status, output)
-    script = guestfs.appliance_script(command, {"SYSROOT": "/", "DISK": "/dev/null"})
+    assert console.read_text() == marked
+    console.write_text("")
+    script = guestfs.appliance_script(
+        command, {"SYSROOT": "/", "DISK": "/dev/null"}, console=str(console)
+    )
     script = script.replace(f"cd {guestfs.SYSROOT}", "cd /")
-    r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True)
+    r = subprocess.run([*prefix, "-c", script], capture_output=True, text=True)
     assert guestfs.split_status(r.stdout, "t") == (status, output)
+    assert console.read_text() == marked
+    # the daemon logs the command line on the same console: the mark is not in it
+    assert guestfs._LINE_MARK not in " ".join(argv) + script
+
+
+def test_console_lines_reach_output_once_in_order() -> None:
+    """What the console delivered (in pieces, with carriage returns and other console
+    traffic) is passed on at once; the rest comes from the whole output at the end."""
+    got: list[str] = []
+    lines = guestfs._Console(got.append, threading.Event())
+    lines.feed(f"[ 1.0] kernel says {guestfs._LINE_MARK}nothing yet\n")  # before start: ignored
+    lines.start()
+    lines.feed(f"guestfsd: running\r\n{guestfs._LINE_MARK}fir")
+    assert got == []
+    lines.feed(f"st\r\n{guestfs._LINE_MARK}second\r\n")
+    assert got == ["first", "second"]
+    lines.stop()
+    lines.feed(f"{guestfs._LINE_MARK}third\r\n")  # after the command returned: from finish()
+    lines.finish("first\nsecond\nthird\nlast, no newline")
+    assert got == ["first", "second", "third", "last, no newline"]
+    cancelled = threading.Event()
+    quiet: list[str] = []
+    stopped = guestfs._Console(quiet.append, cancelled)
+    stopped.start()
+    cancelled.set()
+    stopped.feed(f"{guestfs._LINE_MARK}late\n")
+    stopped.finish("late\n")
+    assert quiet == []
 
 
 def test_split_status_without_status_line() -> None:

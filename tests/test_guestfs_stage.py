@@ -146,7 +146,8 @@ def test_image_without_shell_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_build_with_failing_bootloader_leaves_nothing(tmp_path: Path) -> None:
     """Through the CLI: exit status 2, one error line with the command's own output, no image
-    and no temporary file left in the output folder."""
+    and no temporary file left in the output folder.  With --quiet, the command's lines still
+    show, since it failed, and nothing else but the error does."""
     root = small_tree(tmp_path / "root")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -165,7 +166,8 @@ def test_build_with_failing_bootloader_leaves_nothing(tmp_path: Path) -> None:
             "--format",
             "qcow2",
             "--install-bootloader",
-            "echo visible-to-the-user; exit 3",
+            "echo visible-to-the-user; echo on-stderr >&2; exit 3",
+            "--quiet",
         ],
         capture_output=True,
         text=True,
@@ -174,5 +176,6 @@ def test_build_with_failing_bootloader_leaves_nothing(tmp_path: Path) -> None:
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("pydiskimg: error:")]
     assert len(errors) == 1, r.stderr
     assert "visible-to-the-user" in errors[0] and "exit status 3" in errors[0]
+    assert r.stderr.splitlines() == ["  | visible-to-the-user", "  | on-stderr", errors[0]]
     assert "Traceback" not in r.stderr
     assert list(out_dir.iterdir()) == []
