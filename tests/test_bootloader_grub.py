@@ -181,22 +181,30 @@ def test_generated_grub_cfg_and_kernel_order(tmp_path: Path, debian: Path) -> No
     assert fsck.returncode == 0, fsck.stdout
 
 
-def test_systemd_boot_files_on_the_esp(tmp_path: Path, debian: Path) -> None:
+@pytest.mark.parametrize("table", ["efi", "efixbootldr"])
+def test_systemd_boot_files_on_the_esp(tmp_path: Path, debian: Path, table: str) -> None:
+    """The loader on the ESP; entries and kernels next to it (efi), or on the XBOOTLDR
+    partition (efixbootldr, partition 2), as bootctl + kernel-install lay them out."""
     root = novmkit.kernel_tree(tmp_path / "root", ("6.1.0-9-amd64", "6.1.0-10-amd64"))
     efi = root / "usr/lib/systemd/boot/efi"
     efi.mkdir(parents=True)
     shutil.copyfile(debian / "usr/lib/systemd/boot/efi/systemd-bootx64.efi", efi / "systemd-bootx64.efi")
     img = tmp_path / "disk.img"
-    r = novmkit.build("--root", root, "-o", img, "--partition-table", "efi", "--bootloader", "systemd-boot",
+    r = novmkit.build("--root", root, "-o", img, "--partition-table", table, "--bootloader", "systemd-boot",
                       "--kernel-cmdline", "console=ttyS0", "--source-date-epoch", EPOCH)
     assert r.returncode == 0, r.stderr
     esp = partitions(img)[1]["start"] * 512
-    at = f"{img}@@{esp}"
+    boot = partitions(img)[2 if table == "efixbootldr" else 1]["start"] * 512
 
     def mtype(path: str) -> bytes:
+        at = f"{img}@@{esp if path.startswith(('/EFI', '/loader/loader.conf')) else boot}"
         m = subprocess.run(["mtype", "-i", at, f"::{path}"], capture_output=True)
-        assert m.returncode == 0, m.stderr
+        assert m.returncode == 0, (path, m.stderr)
         return m.stdout
+
+    if table == "efixbootldr":  # nothing of the entries on the ESP
+        ls = subprocess.run(["mdir", "-i", f"{img}@@{esp}", "-/", "-b", "::/"], capture_output=True, text=True).stdout
+        assert "testos" not in ls and "entries" not in ls, ls
 
     loader = (efi / "systemd-bootx64.efi").read_bytes()
     assert mtype("/EFI/BOOT/BOOTX64.EFI") == loader
@@ -210,12 +218,13 @@ def test_systemd_boot_files_on_the_esp(tmp_path: Path, debian: Path) -> None:
     assert keys["version"] == "6.1.0-10-amd64" and keys["title"] == "Test OS 1"
     assert mtype("/testos/6.1.0-10-amd64/linux") == b"kernel 6.1.0-10-amd64"
     assert mtype("/testos/6.1.0-9-amd64/initrd.img-6.1.0-9-amd64") == b"initrd 6.1.0-9-amd64"
-    part = tmp_path / "esp.img"
-    p1 = partitions(img)[1]
-    dd = run("dd", f"if={img}", f"of={part}", "bs=512", f"skip={p1['start']}", f"count={p1['size']}",
-             "conv=sparse", "status=none")
-    assert dd.returncode == 0, dd.stderr
-    fatcheck.assert_fsck_silent(part)
+    for number in (1, 2) if table == "efixbootldr" else (1,):
+        part = tmp_path / f"part{number}.img"
+        p = partitions(img)[number]
+        dd = run("dd", f"if={img}", f"of={part}", "bs=512", f"skip={p['start']}", f"count={p['size']}",
+                 "conv=sparse", "status=none")
+        assert dd.returncode == 0, dd.stderr
+        fatcheck.assert_fsck_silent(part)
 
 
 # -- errors: one line, before anything is written -----------------------------------------------
