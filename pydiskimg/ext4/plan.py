@@ -32,7 +32,7 @@ from ..ids import hmac_v4
 from ..tree import Kind, Node, Tree
 from . import geometry as geo
 from .csum import fs_csum_seed
-from .dirent import DirData, build_dir, build_empty_dir_blocks
+from .dirent import build_dir, build_empty_dir_blocks
 from .extents import build_extents, extent_tree_blocks, extents_needed
 from .xattr import BlockXattrs, build_xattr_block, encode_xattrs
 
@@ -115,7 +115,11 @@ class Ext4Plan:
     inodes: np.ndarray  # INODE_DTYPE rows for inodes 1..max_ino (checksums not yet set)
     dirs_per_group: np.ndarray
     blocks: list[tuple[int, bytes]]  # metadata blocks to write (dirs, trees, xattrs, resize)
-    copies: list[FileCopy]
+    copies: list[FileCopy]  # files with holes or several extents
+    #: dense files in one extent, in inode order: source path, byte offset in the image, size
+    copy_src: list[str]
+    copy_dst: np.ndarray
+    copy_size: np.ndarray
     copy_bytes: int
     journal_runs: list[tuple[int, int, int]]  # (logical, physical, length)
     dind_block: int
@@ -128,23 +132,6 @@ class Ext4Plan:
 # ---------------------------------------------------------------------------------------------
 # inode numbering and per-inode facts
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(eq=False, slots=True)
-class _Ino:
-    ino: int
-    node: Node
-    parent: int = 0  # for directories
-    links: int = 0
-    entries: list[tuple[bytes, int, int]] = field(default_factory=list)
-    dir: DirData | None = None
-    dir_bytes: bytes = b""
-    # logical runs of data blocks: (logical, length)
-    runs: list[tuple[int, int]] = field(default_factory=list)
-    nblocks: int = 0
-    inline_x: bytes = b""
-    xblock: BlockXattrs | None = None
-    preassigned: list[int] = field(default_factory=list)  # physical blocks of logical 0..k-1
 
 
 def split_time(ns: int, what: str) -> tuple[int, int]:
@@ -165,9 +152,27 @@ def split_time(ns: int, what: str) -> tuple[int, int]:
     return lo, (nsec << 2) | epoch
 
 
-def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node | None]:
-    """Inode numbers in mke2fs -d order; returns the inodes (index ino-1 for ino >= 11,
-    reserved ones are absent) and the lost+found node."""
+@dataclass(eq=False)
+class _Inodes:
+    """The tree's inodes as columns, indexed by ``k``: k 0 is the root (inode 2), k >= 1 is
+    inode ``10 + k`` (k 1 is lost+found when there is one).  One list slot per inode and a
+    few numpy columns, instead of one Python object per inode."""
+
+    nodes: list[Node]
+    links: list[int]
+    #: k -> (directory blocks, htree): built as soon as a folder's last entry is numbered
+    dirs: dict[int, tuple[bytes, bool]]
+    lf_node: Node | None
+
+    def ino(self, k: int) -> int:
+        return ROOT_INO if k == 0 else LOST_FOUND_INO - 1 + k
+
+
+def _number(
+    tree: Tree, timestamp: int, csum_seed: int, hash_seed_words: tuple[int, ...]
+) -> _Inodes:
+    """Inode numbers in mke2fs -d order (root 2, lost+found 11, then depth-first in name
+    order, a subtree before the next sibling), link counts, and every folder's blocks."""
     root = tree.root
     lf = root.entries.get(b"lost+found")
     if lf is None or lf.kind is not Kind.DIR:
@@ -181,51 +186,71 @@ def _number(tree: Tree, timestamp: int) -> tuple[list[_Ino], Node | None]:
             root_entries = root.entries
     else:
         root_entries = root.entries
-    by_id: dict[int, _Ino] = {}
-    out: list[_Ino] = []
-    r = _Ino(ROOT_INO, root, parent=ROOT_INO)
-    by_id[id(root)] = r
-    nxt = LOST_FOUND_INO
+    nodes: list[Node] = [root]
+    links: list[int] = [0]
+    dirs: dict[int, tuple[bytes, bool]] = {}
+    seen: dict[int, int] = {id(root): 0}  # id(node) -> k: hardlinks, folders seen twice
+    lf_k = -1
     if lf is not None:
-        li = _Ino(LOST_FOUND_INO, lf, parent=ROOT_INO)
-        by_id[id(lf)] = li
-        out.append(li)
-        nxt += 1
-    # depth-first, name order, subtree before the next sibling
+        lf_k = len(nodes)
+        nodes.append(lf)
+        links.append(0)
+        seen[id(lf)] = lf_k
+    base = LOST_FOUND_INO - 1
+
+    def build(k: int, ino: int, parent: int, entries: list[tuple[bytes, int, int]]) -> None:
+        # inode 11 (lost+found, or whatever folder got its number) gets mke2fs's 4 blocks
+        if k == 1 and not entries:
+            data = build_empty_dir_blocks(
+                ino, parent, LOST_FOUND_BLOCKS, block_size=BS, csum_seed=csum_seed, gen=0
+            )
+            dirs[k] = (data, False)
+            return
+        d = build_dir(
+            entries, ino, parent, block_size=BS, csum_seed=csum_seed, gen=0,
+            hash_seed_words=hash_seed_words, hash_version=1, hash_unsigned=False,
+        )
+        data = d.data
+        if k == 1 and not d.indexed and d.nblocks < LOST_FOUND_BLOCKS:
+            data += build_empty_dir_blocks(
+                ino, parent, LOST_FOUND_BLOCKS, block_size=BS, csum_seed=csum_seed, gen=0,
+            )[BS : BS * (LOST_FOUND_BLOCKS - d.nblocks + 1)]
+        dirs[k] = (data, d.indexed)
+
     DIR = Kind.DIR
-    stack: list[tuple[_Ino, Iterator[tuple[bytes, Node]]]] = [
-        (r, iter(sorted(root_entries.items())))
-    ]
+    # (k, inode, parent inode, remaining entries, entries numbered so far)
+    stack: list[tuple[int, int, int, Iterator[tuple[bytes, Node]], list[tuple[bytes, int, int]]]]
+    stack = [(0, ROOT_INO, ROOT_INO, iter(sorted(root_entries.items())), [])]
     while stack:
-        d, it = stack[-1]
-        entries = d.entries
+        k, ino, parent, it, entries = stack[-1]
         for name, child in it:
-            kind = child.kind
-            c = by_id.get(id(child))
-            new = c is None or (c.ino == LOST_FOUND_INO and c.links == 0)
+            c = seen.get(id(child))
             if c is None:
-                c = _Ino(nxt, child)
-                nxt += 1
-                by_id[id(child)] = c
-                out.append(c)
-            elif not new and kind is DIR:
-                raise SourceError(f"{child.origin or name!r}: folder reachable under two names")
-            c.links += 1
-            entries.append((name, c.ino, int(kind)))
+                c = len(nodes)
+                nodes.append(child)
+                links.append(1)
+                seen[id(child)] = c
+                new = True
+            else:
+                new = c == lf_k and links[c] == 0
+                if not new and child.kind is DIR:
+                    raise SourceError(f"{child.origin or name!r}: folder reachable under two names")
+                links[c] += 1
+            kind = child.kind
+            entries.append((name, base + c, int(kind)))
             if kind is DIR:
-                d.links += 1  # the child's ".."
+                links[k] += 1  # the child's ".."
                 if new:
-                    c.parent = d.ino
-                    stack.append((c, iter(sorted(child.entries.items()))))
+                    stack.append((c, base + c, ino, iter(sorted(child.entries.items())), []))
                     break
         else:
             stack.pop()
-    r.links += 2  # "." and the root's ".." pointing to itself
-    for c in out:
-        if c.node.kind is Kind.DIR:
-            c.links += 1  # "."
-    out.sort(key=lambda c: c.ino)
-    return [r, *out], lf
+            build(k, ino, parent, entries)
+    links[0] += 2  # "." and the root's ".." pointing to itself
+    for k in dirs:
+        if k:
+            links[k] += 1  # "."
+    return _Inodes(nodes, links, dirs, lf)
 
 
 def _logical_runs(node: Node) -> list[tuple[int, int]]:
@@ -385,61 +410,23 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
     hash_seed_words = struct.unpack("<4I", seed_uuid.bytes)
     csum_seed = fs_csum_seed(options.uuid.bytes)
 
-    inos, lf_node = _number(tree, ts)
-    max_ino = inos[-1].ino if inos[-1].ino >= LOST_FOUND_INO else LOST_FOUND_INO - 1
+    tab = _number(tree, ts, csum_seed, hash_seed_words)
+    n = len(tab.nodes)
+    max_ino = tab.ino(n - 1) if n > 1 else LOST_FOUND_INO - 1
     # lost+found is always 11; a tree without one still reserves up to 10
-    max_ino = max(max_ino, LOST_FOUND_INO - 1 if lf_node is None else LOST_FOUND_INO)
+    max_ino = max(max_ino, LOST_FOUND_INO - 1 if tab.lf_node is None else LOST_FOUND_INO)
+    cols = _columns(tab)
 
-    # per-inode contents
     xblocks: dict[BlockXattrs, int] = {}  # block set -> refcount
-    data_blocks = 0
-    for c in inos:
-        n = c.node
-        if n.xattrs:
-            c.inline_x, c.xblock = encode_xattrs(n.xattrs, INLINE_XATTR_SPACE, BS)
-            if c.xblock is not None:
-                xblocks[c.xblock] = xblocks.get(c.xblock, 0) + 1
-        k = n.kind
-        if k is Kind.DIR:
-            if c.ino == LOST_FOUND_INO and not c.entries:
-                c.dir_bytes = build_empty_dir_blocks(
-                    c.ino, c.parent, LOST_FOUND_BLOCKS, block_size=BS, csum_seed=csum_seed, gen=0
-                )
-            else:
-                c.dir = build_dir(
-                    c.entries, c.ino, c.parent, block_size=BS, csum_seed=csum_seed, gen=0,
-                    hash_seed_words=hash_seed_words, hash_version=1, hash_unsigned=False,
-                )
-                c.dir_bytes = c.dir.data
-                if c.ino == LOST_FOUND_INO and not c.dir.indexed and c.dir.nblocks < LOST_FOUND_BLOCKS:
-                    c.dir_bytes += build_empty_dir_blocks(
-                        c.ino, c.parent, LOST_FOUND_BLOCKS, block_size=BS,
-                        csum_seed=csum_seed, gen=0,
-                    )[BS:BS * (LOST_FOUND_BLOCKS - c.dir.nblocks + 1)]
-            nb = len(c.dir_bytes) // BS
-            c.runs = [(0, nb)]
-            c.nblocks = nb
-        elif k is Kind.REG:
-            if n.size and n.source is None:
-                raise InternalError(f"{n.origin}: regular file with data but no source")
-            c.runs = _logical_runs(n)
-            c.nblocks = sum(r[1] for r in c.runs)
-            if c.runs and c.runs[-1][0] + c.runs[-1][1] >= 1 << 32:
-                raise UsageError(f"{n.origin}: {n.size} bytes, more than ext4 files hold")
-        elif k is Kind.SYMLINK and len(n.target) >= 60:
-            if len(n.target) > BS - 1:
-                raise SourceError(f"{n.origin}: symlink target longer than {BS - 1} bytes")
-            c.runs = [(0, 1)]
-            c.nblocks = 1
-        data_blocks += c.nblocks
+    for _inline, xb in cols.xattrs.values():
+        if xb is not None:
+            xblocks[xb] = xblocks.get(xb, 0) + 1
+    data_blocks = int(cols.nblocks.sum())
     xlist = sorted(xblocks)  # deterministic order of shared xattr blocks
     n_x = len(xlist)
 
     # tree blocks without any split by the layout (lower bound; the allocation refines it)
-    def tree_need(c: _Ino) -> int:
-        return extent_tree_blocks(extents_needed([(a, 0, b) for a, b in c.runs]), BS)
-
-    t_base = sum(tree_need(c) for c in inos if len(c.runs) > 4 or c.nblocks > 4 * geo.MAX_EXTENT_LEN)
+    t_base = sum(_tree_need(cols, int(k)) for k in _big(cols))
     need_inodes = max_ino
     need_blocks = data_blocks + n_x + t_base + -(-additional_space // BS)
 
@@ -455,13 +442,116 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
     while True:
         try:
             return _allocate(
-                tree, blocks, options, label, inos, lf_node, max_ino, xlist, xblocks,
-                csum_seed, hash_seed_words, need_blocks, data_blocks, size is None,
+                blocks, options, label, tab, cols, max_ino, xlist, xblocks,
+                csum_seed, hash_seed_words, size is None,
             )
         except _NoRoom as e:
             if size is not None:
                 raise DoesNotFitError("ext4 filesystem", (blocks + e.short) * BS, size) from None
             blocks += e.short
+
+
+@dataclass(eq=False)
+class _Columns:
+    """Per-inode facts (index k, as :class:`_Inodes`) the allocation and the inode table
+    need; the rare cases (sparse files, xattrs, long symlinks, devices) in dicts."""
+
+    kind: np.ndarray  # uint8, Kind
+    size: np.ndarray  # int64, i_size
+    nblocks: np.ndarray  # int64, data blocks (directory blocks for folders)
+    #: k -> logical runs (logical block, length), where not [(0, nblocks)] (sparse files)
+    runs: dict[int, list[tuple[int, int]]]
+    #: k -> (inline xattr bytes, block xattrs or None)
+    xattrs: dict[int, tuple[bytes, BlockXattrs | None]]
+    sparse: np.ndarray  # bool: a regular file with a segment map
+
+
+def _columns(tab: _Inodes) -> _Columns:
+    nodes = tab.nodes
+    n = len(nodes)
+    kind = np.fromiter((nd.kind for nd in nodes), np.uint8, n)
+    size = np.zeros(n, dtype=np.int64)
+    nblocks = np.zeros(n, dtype=np.int64)
+    runs: dict[int, list[tuple[int, int]]] = {}
+    xattrs: dict[int, tuple[bytes, BlockXattrs | None]] = {}
+    for k in np.flatnonzero(np.fromiter((bool(nd.xattrs) for nd in nodes), bool, n)).tolist():
+        xattrs[k] = encode_xattrs(nodes[k].xattrs, INLINE_XATTR_SPACE, BS)
+    for k, (data, _ix) in tab.dirs.items():
+        nblocks[k] = len(data) // BS
+        size[k] = len(data)
+    reg = kind == Kind.REG
+    reg_k = np.flatnonzero(reg)
+    rnodes = [nodes[k] for k in reg_k.tolist()]
+    rsize = np.fromiter((nd.size for nd in rnodes), np.int64, len(rnodes))
+    size[reg_k] = rsize
+    nblocks[reg_k] = -(-rsize // BS)
+    nosrc = np.fromiter((nd.source is None for nd in rnodes), bool, len(rnodes)) & (rsize > 0)
+    if nosrc.any():
+        nd = rnodes[int(np.flatnonzero(nosrc)[0])]
+        raise InternalError(f"{nd.origin}: regular file with data but no source")
+    sparse = np.zeros(n, dtype=bool)
+    sp = np.fromiter((nd.segments is not None for nd in rnodes), bool, len(rnodes))
+    sparse[reg_k[sp]] = True
+    for k in reg_k[sp].tolist():
+        r = _logical_runs(nodes[k])
+        runs[k] = r
+        nblocks[k] = sum(b for _, b in r)
+        if r and r[-1][0] + r[-1][1] >= 1 << 32:
+            raise UsageError(f"{nodes[k].origin}: {nodes[k].size} bytes, more than ext4 files hold")
+    too_big = reg & ~sparse & (nblocks >= 1 << 32)
+    if too_big.any():
+        nd = nodes[int(np.flatnonzero(too_big)[0])]
+        raise UsageError(f"{nd.origin}: {nd.size} bytes, more than ext4 files hold")
+    for k in np.flatnonzero(kind == Kind.SYMLINK).tolist():
+        t = nodes[k].target
+        size[k] = len(t)
+        if len(t) >= 60:
+            if len(t) > BS - 1:
+                raise SourceError(f"{nodes[k].origin}: symlink target longer than {BS - 1} bytes")
+            nblocks[k] = 1
+    return _Columns(kind, size, nblocks, runs, xattrs, sparse)
+
+
+def _runs_of(cols: _Columns, k: int) -> list[tuple[int, int]]:
+    r = cols.runs.get(k)
+    if r is not None:
+        return r
+    nb = int(cols.nblocks[k])
+    return [(0, nb)] if nb else []
+
+
+def _big(cols: _Columns) -> list[int]:
+    """Inodes that may need extent tree blocks: more than 4 runs or very large."""
+    ks = set(np.flatnonzero(cols.nblocks > 4 * geo.MAX_EXTENT_LEN).tolist())
+    ks.update(k for k, r in cols.runs.items() if len(r) > 4)
+    return sorted(ks)
+
+
+def _tree_need(cols: _Columns, k: int) -> int:
+    return extent_tree_blocks(extents_needed([(a, 0, b) for a, b in _runs_of(cols, k)]), BS)
+
+
+def _split_times(tab: _Inodes, mt: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_time` of many times at once: (i_*time, i_*time_extra) columns."""
+    nodes = tab.nodes
+    try:
+        ns = np.array(mt, dtype=np.int64)
+    except OverflowError:  # beyond 1677..2262: one by one
+        pairs = [split_time(t, nodes[k].origin) for k, t in enumerate(mt)]
+        a = np.array(pairs, dtype=np.uint64).reshape(-1, 2)
+        return a[:, 0], a[:, 1]
+    sec = ns // 1_000_000_000
+    nsec = ns - sec * 1_000_000_000
+    bad = (sec < -(1 << 31)) | (sec >= (1 << 34) - (1 << 31))
+    lo = sec & 0xFFFFFFFF
+    neg = (lo & 0x80000000) != 0
+    epoch = ((sec - np.where(neg, lo - (1 << 32), lo)) >> 32) & 3
+    bad |= (epoch == 3) & neg
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        split_time(mt[k], nodes[k].origin)  # raises with the message
+        raise InternalError(f"{nodes[k].origin}: time {mt[k]} refused in bulk only")  # pragma: no cover
+    return lo.astype(np.uint64), ((nsec << 2) | epoch).astype(np.uint64)
 
 
 class _NoRoom(Exception):
@@ -470,19 +560,16 @@ class _NoRoom(Exception):
 
 
 def _allocate(
-    tree: Tree,
     blocks: int,
     options: Ext4Options,
     label: bytes,
-    inos: list[_Ino],
-    lf_node: Node | None,
+    tab: _Inodes,
+    cols: _Columns,
     max_ino: int,
     xlist: list[BlockXattrs],
     xrefs: dict[BlockXattrs, int],
     csum_seed: int,
     hash_seed_words: tuple[int, ...],
-    need_blocks: int,
-    data_blocks: int,
     auto: bool,
 ) -> Ext4Plan:
     p = geo.params_for(blocks)
@@ -491,23 +578,28 @@ def _allocate(
     lay = geo.layout(p)
     used = geo.Used(p.blocks)
     used.starts, used.ends = list(lay.used.starts), list(lay.used.ends)
-    by_ino = {c.ino: c for c in inos}
     ts = options.timestamp
+    nodes = tab.nodes
+    n = len(nodes)
+    kind = cols.kind
+    nblocks = cols.nblocks
 
     # mke2fs's own allocations: root's first block, lost+found, resize dind, journal
-    root = by_ino[ROOT_INO]
+    pre: dict[int, list[int]] = {}  # k -> physical blocks of logical 0..
     b = used.new_block(0)
     used.mark(b, 1)
-    root.preassigned = [b]
-    lf = by_ino.get(LOST_FOUND_INO)
-    if lf is not None and lf.node.kind is Kind.DIR:
-        lf.preassigned = []  # from scratch: an auto-size retry allocates again
+    pre[0] = [b]
+    if n > 1 and kind[1] == Kind.DIR:  # inode 11
+        pre[1] = []
         goal = 0
-        for _ in range(min(LOST_FOUND_BLOCKS, lf.nblocks)):
+        for _ in range(min(LOST_FOUND_BLOCKS, int(nblocks[1]))):
             b = used.new_block(goal)
             used.mark(b, 1)
-            lf.preassigned.append(b)
+            pre[1].append(b)
             goal = b + 1
+    npre = np.zeros(n, dtype=np.int64)
+    for k, blks in pre.items():
+        npre[k] = len(blks)
     dind = used.new_block(p.desc_blocks + p.reserved_gdt + 2 + p.inode_blocks_per_group)
     used.mark(dind, 1)
     journal_runs: list[tuple[int, int, int]] = []
@@ -516,10 +608,10 @@ def _allocate(
         goal = geo.journal_goal(p, used)
         jr = _journal_runs(used, goal, p.journal_blocks)
         lb = 0
-        for s, n in jr:
-            used.mark(s, n)
-            journal_runs.append((lb, s, n))
-            lb += n
+        for s, ln in jr:
+            used.mark(s, ln)
+            journal_runs.append((lb, s, ln))
+            lb += ln
         nt = extent_tree_blocks(extents_needed(journal_runs), BS)
         if nt:
             first = jr[0][0]
@@ -529,77 +621,68 @@ def _allocate(
                 jtree.append(cand)
     overhead = p.static_overhead() + p.journal_blocks
 
-    # the stream
+    # the stream: every inode's remaining blocks in inode order, after xattr and tree blocks
     stream = _Stream(used.free_runs(0))
-    order = [c for c in inos if c.nblocks > len(c.preassigned)]
-    counts = np.array([c.nblocks - len(c.preassigned) for c in order], dtype=np.int64)
+    order = np.flatnonzero(nblocks > npre)
+    counts = nblocks[order] - npre[order]
     n_x = len(xlist)
-    t_res = 0
-    for c in order:
-        if len(c.runs) > 4 or c.nblocks > 4 * geo.MAX_EXTENT_LEN:
-            t_res += extent_tree_blocks(extents_needed([(a, 0, b) for a, b in c.runs]), BS)
+    t_res = sum(_tree_need(cols, k) for k in _big(cols) if nblocks[k] > npre[k])
+    # positions in ``order`` that never take the one-extent path
+    odd = np.zeros(len(order), dtype=bool)
+    irregular = [k for k, r in cols.runs.items() if len(r) != 1] + list(pre)
+    if irregular:
+        ik = np.array(irregular, dtype=np.int64)
+        at = np.searchsorted(order, ik)
+        hit = at < len(order)
+        hit[hit] = order[at[hit]] == ik[hit]
+        odd[at[hit]] = True
+    ext: dict[int, list[tuple[int, int, int]]] = {}
     while True:
         base = n_x + t_res
         total = base + int(counts.sum())
         reserve = p.r_blocks if auto else 0
-        if total > stream.total - (reserve if auto else 0):
-            raise _NoRoom(total - (stream.total - (reserve if auto else 0)))
-        pos = base + np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
-        k0 = stream.run_of(pos) if len(counts) else counts
-        k1 = stream.run_of(pos + counts - 1) if len(counts) else counts
-        simple = (k0 == k1) & (counts <= geo.MAX_EXTENT_LEN)
-        ext: dict[int, list[tuple[int, int, int]]] = {}
+        if total > stream.total - reserve:
+            raise _NoRoom(total - (stream.total - reserve))
+        pos = base + np.cumsum(counts) - counts
+        k0 = stream.run_of(pos)
+        k1 = stream.run_of(pos + counts - 1)
+        simple = (k0 == k1) & (counts <= geo.MAX_EXTENT_LEN) & ~odd
+        ext = {}
         t_need = 0
-        pos_l = pos.tolist()
-        simple_l = simple.tolist()
-        for j, c in enumerate(order):
-            if simple_l[j] and len(c.runs) == 1 and not c.preassigned:
-                continue
+        for j in np.flatnonzero(~simple).tolist():
+            k = int(order[j])
             runs: list[tuple[int, int, int]] = []
             lb0 = 0
-            for pb in c.preassigned:
+            for pb in pre.get(k, ()):
                 runs.append((lb0, pb, 1))
                 lb0 += 1
-            sp = pos_l[j]
-            for a, n in c.runs:
-                if a + n <= lb0:
+            sp = int(pos[j])
+            for a, ln in _runs_of(cols, k):
+                if a + ln <= lb0:
                     continue
                 if a < lb0:
-                    n -= lb0 - a
+                    ln -= lb0 - a
                     a = lb0
-                for phys, ln in stream.pieces(sp, n):
-                    runs.append((a, phys, ln))
-                    a += ln
-                    sp += ln
-            # merge physically contiguous neighbours
-            merged: list[tuple[int, int, int]] = []
-            for r in runs:
-                if merged and merged[-1][0] + merged[-1][2] == r[0] and merged[-1][1] + merged[-1][2] == r[1]:
-                    merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + r[2])
-                else:
-                    merged.append(r)
-            ext[c.ino] = merged
-            t_need += extent_tree_blocks(extents_needed(merged), BS)
+                for ph0, pl in stream.pieces(sp, ln):
+                    runs.append((a, ph0, pl))
+                    a += pl
+                    sp += pl
+            ext[k] = _merge(runs)
+            t_need += extent_tree_blocks(extents_needed(ext[k]), BS)
         if t_need <= t_res:
             break
         t_res = t_need
 
-    for c in inos:  # inodes whose blocks were all placed up front (root, lost+found)
-        if c.preassigned and c.ino not in ext:
-            merged = []
-            for lb, pb in enumerate(c.preassigned):
-                if merged and merged[-1][1] + merged[-1][2] == pb:
-                    merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + 1)
-                else:
-                    merged.append((lb, pb, 1))
-            ext[c.ino] = merged
+    for k, blks in pre.items():  # inodes whose blocks were all placed up front
+        if k not in ext:
+            ext[k] = _merge([(lb, pb, 1) for lb, pb in enumerate(blks)])
 
     # mark the stream's used parts
-    for s, n in stream.pieces(0, n_x + t_need) if n_x + t_need else []:
-        used.mark(s, n)
+    for s, ln in stream.pieces(0, n_x + t_need) if n_x + t_need else []:
+        used.mark(s, ln)
     if len(counts) and int(counts.sum()):
-        for s, n in stream.pieces(n_x + t_res, int(counts.sum())):
-            used.mark(s, n)
+        for s, ln in stream.pieces(n_x + t_res, int(counts.sum())):
+            used.mark(s, ln)
     free_after = p.blocks - sum(e - s for s, e in zip(used.starts, used.ends, strict=False))
     if auto and free_after < p.r_blocks:  # pragma: no cover - checked through the stream
         raise _NoRoom(p.r_blocks - free_after)
@@ -610,186 +693,182 @@ def _allocate(
     for i, xb in enumerate(xlist):
         meta.append((xphys[i], build_xattr_block(xb, xphys[i], xrefs[xb], csum_seed, BS)))
 
-    # ---- the inode table ----
+    # ---- the inode table, column by column ----
     from .structs import INODE_DTYPE
 
     itab = np.zeros(max_ino, dtype=INODE_DTYPE)
     raw = itab.view(np.uint8).reshape(max_ino, 256)
-    dirs_per_group = np.zeros(p.groups, dtype=np.int64)
-    copies: list[FileCopy] = []
-    copy_bytes = 0
-    tpos = n_x  # next tree block in the stream
-    simple_phys = {}
-    if len(order):
-        ss = stream.starts[k0] + (pos - stream.cum[k0])
-        for j, c in enumerate(order):
-            if c.ino not in ext:
-                simple_phys[c.ino] = int(ss[j])
+    idx = np.arange(n, dtype=np.int64) + (LOST_FOUND_INO - 2)  # inode - 1
+    idx[0] = ROOT_INO - 1
+    ipg = p.inodes_per_group
+    dirs_per_group = np.bincount(idx[kind == Kind.DIR] // ipg, minlength=p.groups).astype(np.int64)
 
-    rows_mode, rows_uid, rows_gid, rows_links = [], [], [], []
-    rows_size, rows_blocks, rows_flags, rows_acl = [], [], [], []
-    rows_times: list[tuple[int, int, int, int, int, int, int, int]] = []
-    rows_idx = []
+    # physical start of every one-extent inode
+    s_j = np.flatnonzero(simple)
+    s_k = order[s_j]
+    s_phys = stream.starts[k0[s_j]] + (pos[s_j] - stream.cum[k0[s_j]])
+    first_log = np.zeros(n, dtype=np.int64)  # logical block of a one-extent sparse file
+    for k, r in cols.runs.items():
+        if len(r) == 1:
+            first_log[k] = r[0][0]
+    s_log = first_log[s_k]
+    phys = np.zeros(n, dtype=np.int64)  # first physical block of one-extent inodes
+    phys[s_k] = s_phys
+    phys_l = phys.tolist()
+
+    flags = np.zeros(n, dtype=np.uint32)
+    flags[kind == Kind.REG] = EXT4_EXTENTS_FL
+    flags[(kind == Kind.SYMLINK) & (nblocks > 0)] = EXT4_EXTENTS_FL
+    for k, (_data, indexed) in tab.dirs.items():
+        flags[k] = EXT4_EXTENTS_FL | (EXT4_INDEX_FL if indexed else 0)
+    alloc = nblocks.copy()  # blocks counted in i_blocks
+
     iblock_rows: list[int] = []  # inodes whose i_block is given as bytes
     iblock_data: list[bytes] = []
-    one_ext: list[tuple[int, int, int, int]] = []  # (idx, logical, physical, length)
-    no_ext: list[int] = []  # extent-mapped inodes without blocks
-    inline_rows: list[int] = []
-    inline_data: list[bytes] = []
-    S_IFMT = _S_IFMT
-    DIR, REG, SYMLINK, CHR, BLK = Kind.DIR, Kind.REG, Kind.SYMLINK, Kind.CHR, Kind.BLK
-    ipg = p.inodes_per_group
-    for c in inos:
-        nd = c.node
-        idx = c.ino - 1
-        rows_idx.append(idx)
-        kind = nd.kind
-        mode = S_IFMT[kind] | (nd.mode & 0o7777)
-        size = 0
-        flags = 0
-        nblocks_alloc = c.nblocks
-        iblock = b""
-        if kind is DIR:
-            size = len(c.dir_bytes)
-            flags = EXT4_EXTENTS_FL | (EXT4_INDEX_FL if c.dir is not None and c.dir.indexed else 0)
-            dirs_per_group[idx // ipg] += 1
-        elif kind is REG:
-            size = nd.size
-            flags = EXT4_EXTENTS_FL
-        elif kind is SYMLINK:
-            size = len(nd.target)
-            if c.nblocks:
-                flags = EXT4_EXTENTS_FL
-            else:
-                iblock = nd.target.ljust(60, b"\0")
-        elif kind is CHR or kind is BLK:
-            ma, mi = nd.rdev_major, nd.rdev_minor
-            if ma < 256 and mi < 256:
-                iblock = struct.pack("<I", (ma << 8) | mi).ljust(60, b"\0")
-            else:
-                iblock = struct.pack(
-                    "<II", 0, (mi & 0xFF) | (ma << 8) | ((mi & ~0xFF) << 12)
-                ).ljust(60, b"\0")
-        if flags:  # extent-mapped
-            got = ext.get(c.ino)
-            if got is not None:
-                runs = got
-                nt = extent_tree_blocks(extents_needed(runs), BS)
-                tb = [ph for ph, ln in stream.pieces(tpos, nt) for ph in range(ph, ph + ln)] if nt else []
-                tpos += nt
-                iblock, tblocks = build_extents(runs, tb, c.ino, 0, csum_seed, BS)
-                meta.extend(tblocks)
-                nblocks_alloc += nt
-                iblock_rows.append(idx)
-                iblock_data.append(iblock)
-            elif c.nblocks:
-                ph = simple_phys[c.ino]
-                a, ln = c.runs[0]
-                runs = [(a, ph, ln)]
-                one_ext.append((idx, a, ph, ln))
-            else:
-                runs = []
-                no_ext.append(idx)
-            # where the content goes
-            if kind is DIR:
-                _place_bytes(meta, runs, c.dir_bytes)
-            elif kind is SYMLINK:
-                _place_bytes(meta, runs, nd.target.ljust(BS, b"\0"))
-            elif c.nblocks:
-                if nd.segments is None and len(runs) == 1:
-                    pieces = [(0, runs[0][1] * BS, nd.size)]
-                else:
-                    pieces = _byte_pieces(nd, runs)
-                copies.append(FileCopy(c.ino, nd.source or "", nd.size, pieces))
-                copy_bytes += nd.size if nd.segments is None else sum(pc[2] for pc in pieces)
-        elif iblock:
-            iblock_rows.append(idx)
-            iblock_data.append(iblock)
-        if c.xblock is not None:
-            rows_acl.append(xblock_of[c.xblock])
-            nblocks_alloc += 1
+    tpos = n_x  # next tree block in the stream
+    for k in sorted(ext):
+        eruns = ext[k]
+        nt = extent_tree_blocks(extents_needed(eruns), BS)
+        tb = [ph for ph, ln in stream.pieces(tpos, nt) for ph in range(ph, ph + ln)] if nt else []
+        tpos += nt
+        iblock, tblocks = build_extents(eruns, tb, tab.ino(k), 0, csum_seed, BS)
+        meta.extend(tblocks)
+        alloc[k] += nt
+        iblock_rows.append(int(idx[k]))
+        iblock_data.append(iblock)
+    in_ext = np.zeros(n, dtype=bool)
+    if ext:
+        in_ext[np.array(sorted(ext), dtype=np.int64)] = True
+    for k in np.flatnonzero(kind == Kind.SYMLINK).tolist():
+        if not nblocks[k]:
+            iblock_rows.append(int(idx[k]))
+            iblock_data.append(nodes[k].target.ljust(60, b"\0"))
+    for k in np.flatnonzero((kind == Kind.CHR) | (kind == Kind.BLK)).tolist():
+        ma, mi = nodes[k].rdev_major, nodes[k].rdev_minor
+        if ma < 256 and mi < 256:
+            iblock = struct.pack("<I", (ma << 8) | mi).ljust(60, b"\0")
         else:
-            rows_acl.append(0)
-        if c.inline_x:
-            inline_rows.append(idx)
-            inline_data.append(c.inline_x)
-        links = c.links
-        if kind is DIR and links >= DIR_NLINK_MAX:
-            links = 1
-        if links > 0xFFFF:
-            raise UsageError(f"{nd.origin}: {links} hard links, ext4 allows at most 65000")
-        mt = nd.mtime_ns
-        m = split_time(mt, nd.origin)
-        at = split_time(nd.atime_ns, nd.origin) if nd.atime_ns is not None else m
-        ct = split_time(nd.ctime_ns, nd.origin) if nd.ctime_ns is not None else m
-        cr = split_time(nd.crtime_ns, nd.origin) if nd.crtime_ns is not None else m
-        rows_times.append((at[0], at[1], ct[0], ct[1], m[0], m[1], cr[0], cr[1]))
-        rows_mode.append(mode)
-        if not (0 <= nd.uid < 1 << 32 and 0 <= nd.gid < 1 << 32):
-            raise UsageError(f"{nd.origin}: owner {nd.uid}:{nd.gid} out of the 32-bit range")
-        rows_uid.append(nd.uid)
-        rows_gid.append(nd.gid)
-        rows_links.append(links)
-        rows_size.append(size)
-        rows_blocks.append(nblocks_alloc * (BS // 512))
-        rows_flags.append(flags)
-
+            iblock = struct.pack("<II", 0, (mi & 0xFF) | (ma << 8) | ((mi & ~0xFF) << 12)).ljust(60, b"\0")
+        iblock_rows.append(int(idx[k]))
+        iblock_data.append(iblock)
     if iblock_rows:
         itab["i_block"][np.array(iblock_rows)] = np.frombuffer(
             b"".join(iblock_data), dtype=np.uint8
         ).reshape(-1, 60)
+    # one extent in the inode, or none
+    no_ext = np.flatnonzero((flags != 0) & ~in_ext & (nblocks == 0))
+    rt = np.dtype([("eh_magic", "<u2"), ("eh_entries", "<u2"), ("eh_max", "<u2"),
+                   ("eh_depth", "<u2"), ("eh_generation", "<u4"), ("ee_block", "<u4"),
+                   ("ee_len", "<u2"), ("ee_start_hi", "<u2"), ("ee_start_lo", "<u4"),
+                   ("pad", "V36")])
+    erows = np.concatenate([idx[s_k], idx[no_ext]])
+    if len(erows):
+        ib = np.zeros(len(erows), dtype=rt)
+        ib["eh_magic"] = 0xF30A
+        ib["eh_max"] = 4
+        m = len(s_k)
+        ib["eh_entries"][:m] = 1
+        ib["ee_block"][:m] = s_log
+        ib["ee_len"][:m] = nblocks[s_k]
+        ib["ee_start_hi"][:m] = s_phys >> 32
+        ib["ee_start_lo"][:m] = s_phys & 0xFFFFFFFF
+        itab["i_block"][erows] = ib.view(np.uint8).reshape(-1, 60)
+
+    # where the contents go: folders and slow symlinks as metadata, files as copies
+    for k, (data, _ix) in tab.dirs.items():
+        _place_bytes(meta, ext[k] if k in ext else [(0, phys_l[k], int(nblocks[k]))], data)
+    for k in np.flatnonzero((kind == Kind.SYMLINK) & (nblocks > 0)).tolist():
+        _place_bytes(meta, ext[k] if k in ext else [(0, phys_l[k], 1)], nodes[k].target.ljust(BS, b"\0"))
+    files = (kind == Kind.REG) & (nblocks > 0)
+    dense = files & ~cols.sparse & ~in_ext
+    dense_k = np.flatnonzero(dense)
+    copy_src = [nodes[k].source or "" for k in dense_k.tolist()]
+    copy_dst = phys[dense_k] * BS
+    copy_size = cols.size[dense_k].copy()
+    copy_bytes = int(copy_size.sum())
+    copies: list[FileCopy] = []
+    for k in np.flatnonzero(files & ~dense).tolist():
+        nd = nodes[k]
+        fruns = ext[k] if k in ext else [(int(first_log[k]), phys_l[k], int(nblocks[k]))]
+        if nd.segments is None and len(fruns) == 1:
+            pieces = [(0, fruns[0][1] * BS, nd.size)]
+        else:
+            pieces = _byte_pieces(nd, fruns)
+        copies.append(FileCopy(tab.ino(k), nd.source or "", nd.size, pieces))
+        copy_bytes += nd.size if nd.segments is None else sum(pc[2] for pc in pieces)
+
+    # xattrs
+    acl = np.zeros(n, dtype=np.uint64)
+    inline_rows: list[int] = []
+    inline_data: list[bytes] = []
+    for k, (inline, xbk) in sorted(cols.xattrs.items()):
+        if xbk is not None:
+            acl[k] = xblock_of[xbk]
+            alloc[k] += 1
+        if inline:
+            inline_rows.append(int(idx[k]))
+            inline_data.append(inline)
     if inline_rows:
         itab["i_xattr"][np.array(inline_rows)] = np.frombuffer(
             b"".join(inline_data), dtype=np.uint8
         ).reshape(-1, INLINE_XATTR_SPACE)
-    if one_ext or no_ext:
-        rt = np.dtype([("eh_magic", "<u2"), ("eh_entries", "<u2"), ("eh_max", "<u2"),
-                       ("eh_depth", "<u2"), ("eh_generation", "<u4"), ("ee_block", "<u4"),
-                       ("ee_len", "<u2"), ("ee_start_hi", "<u2"), ("ee_start_lo", "<u4"),
-                       ("pad", "V36")])
-        oe = np.array(one_ext, dtype=np.int64).reshape(-1, 4)
-        rows = np.concatenate([oe[:, 0], np.array(no_ext, dtype=np.int64)])
-        ib = np.zeros(len(rows), dtype=rt)
-        ib["eh_magic"] = 0xF30A
-        ib["eh_max"] = 4
-        k = len(oe)
-        ib["eh_entries"][:k] = 1
-        ib["ee_block"][:k] = oe[:, 1]
-        ib["ee_len"][:k] = oe[:, 3]
-        ib["ee_start_hi"][:k] = oe[:, 2] >> 32
-        ib["ee_start_lo"][:k] = oe[:, 2] & 0xFFFFFFFF
-        itab["i_block"][rows] = ib.view(np.uint8).reshape(-1, 60)
 
-    if rows_idx:
-        ix = np.array(rows_idx, dtype=np.int64)
-        itab["i_mode"][ix] = np.array(rows_mode, dtype=np.uint16)
-        u = np.array(rows_uid, dtype=np.uint64)
-        g = np.array(rows_gid, dtype=np.uint64)
-        itab["i_uid"][ix] = u & 0xFFFF
-        itab["l_i_uid_high"][ix] = u >> 16
-        itab["i_gid"][ix] = g & 0xFFFF
-        itab["l_i_gid_high"][ix] = g >> 16
-        sz = np.array(rows_size, dtype=np.uint64)
-        itab["i_size_lo"][ix] = sz & 0xFFFFFFFF
-        itab["i_size_high"][ix] = sz >> 32
-        bl = np.array(rows_blocks, dtype=np.uint64)
-        itab["i_blocks_lo"][ix] = bl & 0xFFFFFFFF
-        itab["l_i_blocks_high"][ix] = bl >> 32
-        itab["i_links_count"][ix] = np.array(rows_links, dtype=np.uint16)
-        itab["i_flags"][ix] = np.array(rows_flags, dtype=np.uint32)
-        acl = np.array(rows_acl, dtype=np.uint64)
-        itab["i_file_acl_lo"][ix] = acl & 0xFFFFFFFF
-        itab["l_i_file_acl_high"][ix] = acl >> 32
-        t = np.array(rows_times, dtype=np.uint64).reshape(-1, 8)
-        itab["i_atime"][ix] = t[:, 0]
-        itab["i_atime_extra"][ix] = t[:, 1]
-        itab["i_ctime"][ix] = t[:, 2]
-        itab["i_ctime_extra"][ix] = t[:, 3]
-        itab["i_mtime"][ix] = t[:, 4]
-        itab["i_mtime_extra"][ix] = t[:, 5]
-        itab["i_crtime"][ix] = t[:, 6]
-        itab["i_crtime_extra"][ix] = t[:, 7]
-        itab["i_extra_isize"][ix] = 32
+    # links
+    links = np.array(tab.links, dtype=np.int64)
+    isdir = kind == Kind.DIR
+    links[isdir & (links >= DIR_NLINK_MAX)] = 1
+    over = links > 0xFFFF
+    if over.any():
+        k = int(np.flatnonzero(over)[0])
+        raise UsageError(f"{nodes[k].origin}: {tab.links[k]} hard links, ext4 allows at most 65000")
+
+    # times: derived from mtime unless the tree carries them (non-deterministic mode)
+    mlo, mex = _split_times(tab, [nd.mtime_ns for nd in nodes])
+    tcols = {"i_mtime": (mlo, mex)}
+    for f, attr in (("i_atime", "atime_ns"), ("i_ctime", "ctime_ns"), ("i_crtime", "crtime_ns")):
+        vals = [getattr(nd, attr) for nd in nodes]
+        if all(v is None for v in vals):
+            tcols[f] = (mlo, mex)
+        else:
+            tcols[f] = _split_times(
+                tab, [nd.mtime_ns if v is None else v for nd, v in zip(nodes, vals, strict=True)]
+            )
+    try:
+        ui = np.fromiter((nd.uid for nd in nodes), np.int64, n)
+        gi = np.fromiter((nd.gid for nd in nodes), np.int64, n)
+        bad = (ui < 0) | (ui >= 1 << 32) | (gi < 0) | (gi >= 1 << 32)
+    except OverflowError:
+        bad = np.fromiter(
+            (not (0 <= nd.uid < 1 << 32 and 0 <= nd.gid < 1 << 32) for nd in nodes), bool, n
+        )
+    if bad.any():
+        nd = nodes[int(np.flatnonzero(bad)[0])]
+        raise UsageError(f"{nd.origin}: owner {nd.uid}:{nd.gid} out of the 32-bit range")
+    u = ui.astype(np.uint64)
+    g = gi.astype(np.uint64)
+
+    mode = np.array([_S_IFMT[Kind(v)] if v else 0 for v in range(8)], dtype=np.uint16)[kind]
+    mode |= np.fromiter((nd.mode & 0o7777 for nd in nodes), np.uint16, n)
+    itab["i_mode"][idx] = mode
+    itab["i_uid"][idx] = u & 0xFFFF
+    itab["l_i_uid_high"][idx] = u >> 16
+    itab["i_gid"][idx] = g & 0xFFFF
+    itab["l_i_gid_high"][idx] = g >> 16
+    sz = cols.size.astype(np.uint64)
+    sz[(kind != Kind.REG) & (kind != Kind.DIR) & (kind != Kind.SYMLINK)] = 0
+    itab["i_size_lo"][idx] = sz & 0xFFFFFFFF
+    itab["i_size_high"][idx] = sz >> 32
+    bl = alloc.astype(np.uint64) * (BS // 512)
+    itab["i_blocks_lo"][idx] = bl & 0xFFFFFFFF
+    itab["l_i_blocks_high"][idx] = bl >> 32
+    itab["i_links_count"][idx] = links.astype(np.uint16)
+    itab["i_flags"][idx] = flags
+    itab["i_file_acl_lo"][idx] = acl & 0xFFFFFFFF
+    itab["l_i_file_acl_high"][idx] = acl >> 32
+    for f, (lo, ex) in tcols.items():
+        itab[f][idx] = lo
+        itab[f + "_extra"][idx] = ex
+    itab["i_extra_isize"][idx] = 32
 
     # ---- mke2fs's special inodes ----
     tlo, textra = split_time(ts * 1_000_000_000, "SOURCE_DATE_EPOCH")
@@ -858,6 +937,9 @@ def _allocate(
         dirs_per_group=dirs_per_group,
         blocks=meta,
         copies=copies,
+        copy_src=copy_src,
+        copy_dst=copy_dst,
+        copy_size=copy_size,
         copy_bytes=copy_bytes,
         journal_runs=journal_runs,
         dind_block=dind,
@@ -866,6 +948,17 @@ def _allocate(
         timestamp=ts,
         extra=extra,
     )
+
+
+def _merge(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Merge (logical, physical, length) runs that continue each other on both sides."""
+    merged: list[tuple[int, int, int]] = []
+    for r in runs:
+        if merged and merged[-1][0] + merged[-1][2] == r[0] and merged[-1][1] + merged[-1][2] == r[1]:
+            merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + r[2])
+        else:
+            merged.append(r)
+    return merged
 
 
 def _place_bytes(meta: list[tuple[int, bytes]], runs: list[tuple[int, int, int]], data: bytes) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -101,6 +101,20 @@ def write(
     :class:`~pydiskimg.errors.SourceError` when a source file cannot be read, vanished or
     changed size since it was scanned.
     """
+    # the file data first, in threads: reading many small files overlaps the metadata below
+    # (disjoint blocks of the image)
+    with ThreadPoolExecutor(COPY_THREADS) as ex:
+        futures = _start_copies(plan, image, ex)
+        try:
+            _write_metadata(plan, image)
+            _wait_copies(futures, plan.copy_bytes, progress)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _write_metadata(plan: Ext4Plan, image: Image) -> None:
     p = plan.params
     lay = plan.layout
     seed = plan.csum_seed
@@ -187,19 +201,19 @@ def write(
     # ---- inode table ----
     itab = plan.inodes
     n = plan.max_ino
-    inos = np.arange(1, n + 1, dtype=np.uint32)
-    cs = inode_table_csums(seed, inos, np.zeros(n, dtype=np.uint32), itab)
-    itab["l_i_checksum_lo"] = cs & 0xFFFF
-    has_extra = itab["i_extra_isize"] >= 4
-    itab["i_checksum_hi"] = np.where(has_extra, cs >> 16, 0)
     raw = itab.view(np.uint8).reshape(n, 256)
     for g in range(p.groups):
         a = g * ipg
         if a >= n:
             break
         b = min(n, a + ipg)
+        part = itab[a:b]
+        inos = np.arange(a + 1, b + 1, dtype=np.uint32)
+        cs = inode_table_csums(seed, inos, np.zeros(b - a, dtype=np.uint32), part)
+        part["l_i_checksum_lo"] = cs & 0xFFFF
+        part["i_checksum_hi"] = np.where(part["i_extra_isize"] >= 4, cs >> 16, 0)
         # leave all-zero slots unwritten at the end of the table
-        image.write(int(lay.inode_table[g]) * BS, raw[a:b].tobytes())
+        image.write(int(lay.inode_table[g]) * BS, raw[a:b].data)
 
     # ---- superblock ----
     sb = _superblock(plan, free_blocks_total, free_inodes_total, now)
@@ -235,9 +249,6 @@ def write(
     for blk_nr, data in plan.blocks:
         w.add(blk_nr, data)
     w.flush()
-
-    # ---- file data ----
-    _copy_data(plan, image, progress)
 
 
 def _superblock(plan: Ext4Plan, free_blocks: int, free_inodes: int, now: int) -> dict:
@@ -465,10 +476,87 @@ def _copy_batch(batch: list[FileCopy], image: Image) -> int:
     return done
 
 
-def _copy_data(plan: Ext4Plan, image: Image, progress: Callable[[int, int], None] | None) -> None:
-    """Copy every file's data, batches of files in a few threads (in inode order within a
-    batch, so writes stay mostly sequential)."""
-    total = plan.copy_bytes
+def _dense_batches(plan: Ext4Plan) -> list[tuple[int, int]]:
+    """Index ranges of the dense copies: at most _BATCH_FILES files or about _BATCH_BYTES."""
+    sizes = plan.copy_size
+    n = len(sizes)
+    cum = np.concatenate([[0], np.cumsum(sizes)])
+    out = []
+    a = 0
+    while a < n:
+        by_bytes = int(np.searchsorted(cum, cum[a] + _BATCH_BYTES, side="left"))
+        b = max(a + 1, min(n, a + _BATCH_FILES, by_bytes))
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _copy_dense(plan: Ext4Plan, a: int, b: int, image: Image) -> int:
+    """Copy dense files a..b-1 (consecutive small ones gathered into one write)."""
+    srcs = plan.copy_src[a:b]
+    dsts = plan.copy_dst[a:b].tolist()
+    sizes = plan.copy_size[a:b].tolist()
+    done = 0
+    i = 0
+    m = len(srcs)
+    while i < m:
+        size = sizes[i]
+        if size > _GATHER_MAX_FILE:
+            done += _copy_one(FileCopy(0, srcs[i], size, [(0, dsts[i], size)]), image)
+            i += 1
+            continue
+        # a run of small files, each starting where the previous one's blocks end
+        start = dsts[i]
+        j = i + 1
+        end = start + -(-size // _BLOCK) * _BLOCK
+        while (
+            j < m
+            and dsts[j] == end
+            and sizes[j] <= _GATHER_MAX_FILE
+            and dsts[j] + sizes[j] - start <= _GATHER_MAX_RUN
+        ):
+            end += -(-sizes[j] // _BLOCK) * _BLOCK
+            j += 1
+        done += _gather(srcs[i:j], dsts[i:j], sizes[i:j], image)
+        i = j
+    return done
+
+
+def _gather(srcs: list[str], dsts: list[int], sizes: list[int], image: Image) -> int:
+    """Read small files into one buffer laid out as in the image, and write it at once."""
+    start = dsts[0]
+    buf = bytearray(dsts[-1] + sizes[-1] - start)
+    view = memoryview(buf)
+    spare = bytearray(1)  # one byte more than planned tells a file that grew
+    for src, dst, size in zip(srcs, dsts, sizes, strict=True):
+        fd = open_source(src)
+        try:
+            off = dst - start
+            got = os.readv(fd, [view[off : off + size], spare])
+            while got < size:  # short reads: not on local filesystems, but allowed
+                more = os.preadv(fd, [view[off + got : off + size], spare], got)
+                if not more:
+                    break
+                got += more
+        except OSError as e:
+            raise SourceError(f"{src}: cannot read: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        if got != size:
+            raise SourceError(
+                f"{src}: size changed from {size} to "
+                f"{got if got < size else 'more than ' + str(size)} bytes since it was scanned"
+            )
+    view.release()
+    image.write(start, buf)
+    return sum(sizes)
+
+
+def _start_copies(plan: Ext4Plan, image: Image, ex: ThreadPoolExecutor) -> list[Future[int]]:
+    """Queue every file's data copy: batches of files in inode order (writes stay mostly
+    sequential), dense ones from the plan's columns, the others (holes, several extents)
+    from their piece lists."""
+    futures = [ex.submit(_copy_dense, plan, a, b, image) for a, b in _dense_batches(plan)]
     batches: list[list[FileCopy]] = []
     cur: list[FileCopy] = []
     cur_bytes = 0
@@ -480,21 +568,15 @@ def _copy_data(plan: Ext4Plan, image: Image, progress: Callable[[int, int], None
             cur, cur_bytes = [], 0
     if cur:
         batches.append(cur)
+    futures += [ex.submit(_copy_batch, b, image) for b in batches]
+    return futures
+
+
+def _wait_copies(
+    futures: list[Future[int]], total: int, progress: Callable[[int, int], None] | None
+) -> None:
     done = 0
-    if len(batches) <= 1:
-        for b in batches:
-            done += _copy_batch(b, image)
-            if progress is not None:
-                progress(done, total)
-        return
-    with ThreadPoolExecutor(COPY_THREADS) as ex:
-        futures = [ex.submit(_copy_batch, b, image) for b in batches]
-        try:
-            for f in futures:
-                done += f.result()
-                if progress is not None:
-                    progress(done, total)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    for f in futures:
+        done += f.result()
+        if progress is not None:
+            progress(done, total)
