@@ -16,7 +16,9 @@ import enum
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
+from types import MappingProxyType
 
 from .errors import SourceError, UsageError
 
@@ -33,14 +35,19 @@ class Kind(enum.IntEnum):
     SYMLINK = 7
 
 
-@dataclass(eq=False)
+#: the ``entries`` of every node that is not a folder: empty and read-only
+_NO_ENTRIES: MappingProxyType[bytes, Node] = MappingProxyType({})
+
+
+@dataclass(eq=False, slots=True)
 class Node:
     """One inode of the tree.
 
     ``mode`` holds only the permission bits (``0o7777``: setuid, setgid, sticky included);
     the type is ``kind``.  Times are integer nanoseconds since the epoch and may be negative.
     ``atime_ns``/``ctime_ns``/``crtime_ns`` are ``None`` in deterministic mode: writers derive
-    them from ``mtime_ns``.
+    them from ``mtime_ns``.  Slots, and one shared read-only empty ``entries`` for everything
+    but folders: a tree holds millions of these.
     """
 
     kind: Kind
@@ -61,8 +68,9 @@ class Node:
     #: data ranges (offset, length) of the source, sorted, not overlapping; the rest are holes.
     #: None means the whole file is data.
     segments: tuple[tuple[int, int], ...] | None = None
-    # --- DIR: name -> node; iterate with sorted_entries() for the canonical order
-    entries: dict[bytes, Node] = field(default_factory=dict)
+    # --- DIR: name -> node; iterate with sorted_entries() for the canonical order (a new
+    # empty dict for a DIR when not given; a shared empty read-only mapping otherwise)
+    entries: dict[bytes, Node] = None  # type: ignore[assignment]
     # --- SYMLINK
     target: bytes = b""
     # --- CHR/BLK
@@ -70,6 +78,10 @@ class Node:
     rdev_minor: int = 0
     #: where it came from, for error messages
     origin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.entries is None:
+            self.entries = {} if self.kind is Kind.DIR else _NO_ENTRIES  # type: ignore[assignment]
 
     def sorted_entries(self) -> list[tuple[bytes, Node]]:
         """Children ordered by name bytes: the canonical, listing-order-free order."""
@@ -138,6 +150,9 @@ class Tree:
 # --------------------------------------------------------------------------------------------
 # Scanning a source folder
 # --------------------------------------------------------------------------------------------
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 #: POSIX name limit of ext4 directory entries
 NAME_MAX = 255
@@ -224,7 +239,7 @@ class _Scanner:
     def node(self, path: bytes, st: os.stat_result) -> Node:
         """A new Node for ``path`` from its lstat result (a DIR comes back without entries),
         or the node already made for another name of the same inode."""
-        fmt = stat.S_IFMT(st.st_mode)
+        fmt = st.st_mode & 0o170000
         kind = _KIND_OF_FMT.get(fmt)
         if kind is None:
             raise SourceError(f"{os.fsdecode(path)}: unsupported file type {fmt:#o}")
@@ -242,17 +257,18 @@ class _Scanner:
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             names = None  # let _xattrs() report it or decide it is unsupported
+        det = self.deterministic
         n = Node(
             kind,
             st.st_mode & 0o7777,
             0 if self.all_root else st.st_uid,
             0 if self.all_root else st.st_gid,
             mtime,
-            None if self.deterministic else st.st_atime_ns,
-            None if self.deterministic else st.st_ctime_ns,
+            None if det else st.st_atime_ns,
+            None if det else st.st_ctime_ns,
             None,
             _xattrs(path) if names or names is None else (),
-            origin=os.fsdecode(path),
+            origin=path.decode(_FS_ENCODING, _FS_ERRORS),
         )
         if kind is Kind.REG:
             n.size = size = st.st_size
