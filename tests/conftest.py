@@ -345,3 +345,32 @@ def distro_stage_image(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
         return built[table]
 
     return get
+
+
+# -- no Python from the PATH --------------------------------------------------------------------
+# Tests start Python through sys.executable (the venv's), never a `python3` found on the PATH:
+# on a fresh machine that one lacks pydiskimg's dependencies.  To prove it, the whole session
+# runs with a stub `python3`/`python` first on the PATH that fails loudly.
+
+PATH_PYTHON_STUB_MESSAGE = "tests must use sys.executable, not a python from the PATH"
+_stub_dir: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _stub_dir
+    import tempfile
+
+    _stub_dir = tempfile.mkdtemp(prefix="pydiskimg-no-path-python-")
+    for name in ("python3", "python", "python3.11"):
+        stub = os.path.join(_stub_dir, name)
+        with open(stub, "w") as f:
+            f.write(f'#!/bin/sh\necho "$0: {PATH_PYTHON_STUB_MESSAGE}" >&2\nexit 97\n')
+        os.chmod(stub, 0o755)
+    os.environ["PATH"] = _stub_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _stub_dir is not None:
+        shutil.rmtree(_stub_dir, ignore_errors=True)

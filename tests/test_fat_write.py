@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def test_determinism_and_creation_order(tmp_path):
     code = "import sys; from pydiskimg.cli import main; sys.exit(main(sys.argv[1:]))"
     subprocess.run(
         ["sh", "-c", 'umask 077; exec "$0" -c "$1" fat --root "$2" -o "$3" --size 64M --volume-id DEAD-BEEF',
-         shutil.which("python3") or "python3", code, str(b), str(ic)],
+         sys.executable, code, str(b), str(ic)],
         env=env, check=True,
     )
     assert ia.read_bytes() == ic.read_bytes()
