@@ -251,6 +251,7 @@ def make_ext4(
     """
     from . import ext4
     from .ext4.plan import no_gc
+    from .io import check_output_path, check_readable
 
     ts = _epoch(source_date_epoch)
     nbytes = None if size is None or size == "auto" else _size(size, "--size", disk=True)
@@ -266,8 +267,11 @@ def make_ext4(
     )
     opts.label_bytes()  # validate before scanning
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise UsageError(f"--root: {root} is not a folder")
+    check_readable(root, "--root", folder=True)
+    if contents is not None and not isinstance(contents, list):
+        check_readable(os.fspath(contents), "--contents")
+    check_output_path(output, "-o", trees=(root,),
+                      inputs=(os.fspath(contents),) if isinstance(contents, (str, os.PathLike)) else ())
     with no_gc():
         from .tree import scan
 
@@ -337,6 +341,7 @@ def make_fat(
     the image goes into a partition.  Returns the geometry ``fat --json`` prints.
     """
     from . import fat
+    from .io import check_output_path, check_readable
     from .sizes import MiB
     from .tree import scan
 
@@ -349,8 +354,8 @@ def make_fat(
     if isinstance(hidden_sectors, bool) or not isinstance(hidden_sectors, int) or not 0 <= hidden_sectors <= 0xFFFFFFFF:
         raise UsageError(f"--hidden-sectors: {hidden_sectors} is not a 32-bit sector number")
     root = os.fspath(root)
-    if not os.path.isdir(root):
-        raise UsageError(f"--root: {root} is not a folder")
+    check_readable(root, "--root", folder=True)
+    check_output_path(output, "-o", trees=(root,))
     tree = scan(root, all_root=True)
     if isinstance(size, str) and size.strip().lower() == "auto":
         nbytes = -(-fat.min_size(tree, opts) // MiB) * MiB
@@ -377,8 +382,11 @@ def make_partition_table(
     parted reads it (``"256M"`` = 256 MB).  Returns the layout ``partition --json`` prints.
     """
     from . import layout
-    from .io import Image, atomic_output
+    from .io import Image, atomic_output, check_output_path, check_space, output_errors
+    from .space import margin, table_bytes
 
+    path = os.fspath(image)
+    check_output_path(path, "IMAGE")
     lay = layout.plan_layout(
         partition_table,
         _size(disk_size, "diskSize (--disk-size)", disk=True),
@@ -387,17 +395,13 @@ def make_partition_table(
         disk_guid=_guid(disk_guid, "--disk-guid"),
         seed=_guid(seed, "--seed"),
     )
-    path = os.fspath(image)
-    if os.path.isdir(path):
-        raise UsageError(f"{path}: is a folder; expected an image file name")
-    with atomic_output(path) as tmp:
-        try:
-            img = Image.create(tmp, lay.disk_bytes)
-        except OSError as e:
-            raise UsageError(f"{path}: cannot create a file of {lay.disk_bytes} bytes: {e.strerror}") from None
+    needed = margin(table_bytes(lay))
+    check_space(path, needed)
+    with output_errors(path, needed), atomic_output(path) as tmp:
+        img = Image.create(tmp, lay.disk_bytes)
         try:
             layout.write_table(img, lay)
-            os.fsync(img.fd)
+            img.sync()
         finally:
             img.close()
     return lay.to_dict()

@@ -54,6 +54,10 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
+    for sp in sub.choices.values():  # every command takes -q, whether it has progress or not
+        if "--quiet" not in sp._option_string_actions:
+            sp.add_argument("-q", "--quiet", action="store_true",
+                            help="print nothing but results and errors (no progress, no warnings)")
     return parser
 
 
@@ -62,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = make_parser(first if first in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if args.verbose else logging.ERROR if quiet else logging.WARNING,
         format="pydiskimg: %(message)s",
     )
     stopping: list[int] = []

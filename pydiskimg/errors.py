@@ -4,6 +4,7 @@
 * ``UsageError``: the request is invalid (bad option, bad value, does not fit).
 * ``SourceError``: the source tree cannot be read as asked (unreadable, vanished, changed).
 * ``ToolError``: an external tool (qemu-img, libguestfs) failed.
+* ``OutputError``: the output cannot be written (no space, quota, I/O error, read-only).
 * ``InternalError``: a bug in pydiskimg.
 
 Apart from the root: ``Interrupted`` (a ``KeyboardInterrupt``) for SIGINT and SIGTERM.
@@ -36,6 +37,12 @@ class DoesNotFitError(UsageError):
 
 class SourceError(Error, OSError):
     """A source file or folder cannot be read as planned."""
+
+
+class OutputError(Error):
+    """The output cannot be written: not enough space (before or during the write), a quota,
+    an I/O error, a read-only filesystem.  Not an ``OSError`` subclass on purpose: code that turns
+    a source's ``OSError`` into a :class:`SourceError` must not catch it."""
 
 
 class ImageError(Error):

@@ -14,9 +14,14 @@ import os
 import signal
 from collections.abc import Iterator
 
-from .errors import SourceError, UsageError
+from .errors import Error, Interrupted, OutputError, SourceError, UsageError
 
 _COPY_CHUNK = 1 << 30
+
+#: errors of copy_file_range that only mean "not here": fall back to pread + pwrite
+_CFR_UNSUPPORTED = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+#: errors that can only come from the side being written
+_WRITE_SIDE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 class Image:
@@ -58,10 +63,15 @@ class Image:
             mv = mv[n:]
             pos += n
 
-    def copy_from(self, src_fd: int, src_offset: int, offset: int, length: int) -> int:
+    def copy_from(
+        self, src_fd: int, src_offset: int, offset: int, length: int, src_name: str | None = None
+    ) -> int:
         """Copy ``length`` bytes of ``src_fd`` at ``src_offset`` to ``offset``, kernel-side.
 
         Returns the number of bytes copied; fewer than ``length`` means the source ended early.
+        With ``src_name``, a failure to read the source is a :class:`SourceError` naming it; a
+        failure to write stays an ``OSError`` (see :func:`output_errors`).  An error
+        copy_file_range cannot attribute (EIO) is retried as a read then a write, which can.
         """
         self._check(offset, length)
         dst = self.base + offset
@@ -74,19 +84,37 @@ class Image:
                 try:
                     n = os.copy_file_range(src_fd, self.fd, want, src_offset + done, dst + done)
                 except OSError as e:
-                    if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    if e.errno in _WRITE_SIDE:
                         raise
                     use_cfr = False
-                    continue
+                    if e.errno in _CFR_UNSUPPORTED:
+                        continue
+                    n = self._read_write(src_fd, src_offset + done, dst + done, want, src_name)
             else:
-                buf = os.pread(src_fd, min(want, 1 << 24), src_offset + done)
-                if buf:
-                    os.pwrite(self.fd, buf, dst + done)
-                n = len(buf)
+                n = self._read_write(src_fd, src_offset + done, dst + done, want, src_name)
             if n == 0:
                 break
             done += n
         return done
+
+    def _read_write(self, src_fd: int, src: int, dst: int, want: int, src_name: str | None) -> int:
+        try:
+            buf = os.pread(src_fd, min(want, 1 << 24), src)
+        except OSError as e:
+            if src_name is None:
+                raise
+            raise SourceError(f"{src_name}: cannot read: {e.strerror}") from None
+        mv = memoryview(buf)
+        pos = dst
+        while mv:
+            k = os.pwrite(self.fd, mv, pos)
+            mv = mv[k:]
+            pos += k
+        return len(buf)
+
+    def sync(self) -> None:
+        """fsync: delayed allocation may only report ENOSPC or EIO here."""
+        os.fsync(self.fd)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -107,7 +135,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
     previous = signal.getsignal(signal.SIGTERM)
 
     def _term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum)
 
     installed = False
     with contextlib.suppress(ValueError):  # not in the main thread
@@ -136,3 +164,102 @@ def open_source(path: str) -> int:
             raise SourceError(f"{path}: cannot read: {e.strerror}") from None
     except OSError as e:
         raise SourceError(f"{path}: cannot read: {e.strerror}") from None
+
+
+# -- the output side: free space, and write errors as one line --------------------------------
+
+
+def available_bytes(folder: str | os.PathLike[str]) -> int:
+    """Bytes this process may still write in ``folder``'s filesystem (statvfs; root may use
+    the blocks reserved for it)."""
+    st = os.statvfs(folder)
+    blocks = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+def _folder(path: str | os.PathLike[str]) -> str:
+    return os.path.dirname(os.path.abspath(path))
+
+
+def check_space(path: str | os.PathLike[str], needed: int, what: str = "") -> None:
+    """Refuse, before writing, an output whose ``needed`` bytes do not fit in its folder."""
+    folder = _folder(path)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # the default NAME/ folder is made later
+    avail = available_bytes(folder)
+    if needed > avail:
+        raise OutputError(
+            f"{os.fspath(path)}: not enough free space in {folder}{' for ' + what if what else ''}: "
+            f"{needed:,} bytes needed, {avail:,} available"
+        )
+
+
+def output_failure(path: str | os.PathLike[str], e: OSError, needed: int | None = None) -> OutputError:
+    """A write error on ``path``'s side as one line; for a full disk, what is left there."""
+    text = f"{os.fspath(path)}: cannot write: {e.strerror or e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        folder = _folder(path)
+        try:
+            avail = f"{available_bytes(folder):,} bytes available"
+        except OSError:
+            avail = "free space unknown"
+        need = f"{needed:,} bytes needed, " if needed else ""
+        text += f" (in {folder}: {need}{avail})"
+    return OutputError(text)
+
+
+@contextlib.contextmanager
+def output_errors(path: str | os.PathLike[str], needed: int | None = None) -> Iterator[None]:
+    """Around code that writes ``path`` (or files beside it): an ``OSError`` that is not already
+    a pydiskimg error (sources are read through :func:`open_source` and ``src_name``, which
+    raise :class:`SourceError`) becomes a one-line :class:`OutputError`."""
+    try:
+        yield
+    except Error:
+        raise
+    except OSError as e:
+        raise output_failure(path, e, needed) from None
+
+
+def check_output_path(path: str | os.PathLike[str], what: str, *, inputs: tuple[str, ...] = (),
+                      trees: tuple[str, ...] = (), may_create_folder: bool = False) -> None:
+    """Validate an output before any work: its folder exists and is writable, the path is not a
+    folder, and it is neither one of ``inputs`` nor inside one of the source ``trees``."""
+    path = os.fspath(path)
+    folder = _folder(path)
+    if not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if not (may_create_folder and os.path.isdir(parent)):
+            raise UsageError(f"{what}: folder {folder} does not exist")
+        folder = parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        reason = "read-only filesystem" if _read_only(folder) else "permission denied"
+        raise UsageError(f"{what}: cannot write in folder {folder}: {reason}")
+    if os.path.isdir(path):
+        raise UsageError(f"{what}: {path} is a folder; expected an image file name")
+    for src in inputs:
+        if os.path.exists(path) and os.path.exists(src) and os.path.samefile(path, src):
+            raise UsageError(f"{what}: {path} is the same file as the input {src}")
+    real = os.path.realpath(path)
+    for tree in trees:
+        top = os.path.realpath(tree)
+        if os.path.commonpath([real, top]) == top:
+            raise UsageError(f"{what}: {path} is inside the source tree {tree}: the image would "
+                             "be read as one of its own inputs")
+
+
+def _read_only(folder: str) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_readable(path: str, what: str, folder: bool = False) -> None:
+    """A source file or folder exists and can be read (and, a folder, listed)."""
+    if not os.path.lexists(path):
+        raise UsageError(f"{what}: {path}: no such {'folder' if folder else 'file'}")
+    if folder and not os.path.isdir(path):
+        raise UsageError(f"{what}: {path}: not a folder")
+    if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+        raise UsageError(f"{what}: {path}: cannot read: permission denied")

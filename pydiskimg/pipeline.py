@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ext4, fat, ids, layout, procs
+from . import ext4, fat, ids, layout, procs, space
 from .contents import apply_contents, mkdir_p
 from .errors import DoesNotFitError, ToolError, UsageError
-from .io import Image
+from .io import Image, check_output_path, check_readable, check_space, output_errors
 from .progress import ProgressCallback, ProgressEvent
 from .spec import SEED_ROOT_GPUID, ImageSpec, validate
 from .tree import Kind, Node, Tree, scan
@@ -127,6 +127,7 @@ class Build:
     xbootldr_offset: int = 0
     disk_size: int = 0
     staging: str = ""
+    needed: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     boot_plan: Any = None  # pydiskimg.boot.BootPlan with --bootloader
     boot_workdir: str = ""
@@ -142,6 +143,7 @@ class Build:
 
     def _run(self, dry_run: bool) -> dict[str, Any]:
         p = self.progress
+        self.check_paths(output=not dry_run)
         with p.stage("scan", f"scanning {self.spec.root}"):
             self.scan_trees()
         if self.spec.bootloader:
@@ -154,15 +156,16 @@ class Build:
         self.describe()
         if dry_run:
             return self.summary
+        self.needed = self.space_needed()
+        check_space(self.spec.output, self.needed)
         out_dir = os.path.dirname(os.path.abspath(self.spec.output))
         made_out_dir = False
-        if not os.path.isdir(out_dir):
-            if os.path.dirname(self.spec.output) != self.spec.name:
-                raise UsageError(f"output (-o): folder {out_dir} does not exist")
-            os.mkdir(out_dir)  # the default output, NAME/nixos.img: the seed's $out
-            made_out_dir = True
         try:
-            self._write_all(out_dir)
+            with output_errors(self.spec.output, self.needed):
+                if not os.path.isdir(out_dir):
+                    made_out_dir = True
+                    os.mkdir(out_dir)  # the default output, NAME/nixos.img: the seed's $out
+                self._write_all(out_dir)
         except BaseException:
             if made_out_dir:
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -186,6 +189,10 @@ class Build:
                         raise
             final = os.path.join(self.staging, os.path.basename(self.spec.output))
             if self.spec.format != "raw":
+                # the copy's real size is known now, from the raw image's data map
+                extra = efi_vars_bytes(self.spec) if self.spec.touch_efi_vars else 0
+                check_space(self.spec.output, space.margin(space.converted_bytes(raw, self.spec.format)) + extra,
+                            f"the {self.spec.format} copy")
                 with p.stage("convert", f"converting to {self.spec.format}"):
                     self.convert(raw, final)
             elif raw != final:
@@ -195,6 +202,47 @@ class Build:
             if self.spec.post_vm:
                 with p.stage("postVM", "running postVM"):
                     self.post_vm(final)
+
+    def check_paths(self, output: bool = True) -> None:
+        """Before any scan: the sources exist and can be read; the output's folder exists (or
+        is the default NAME/ folder, made later) and is writable; the output is not an input."""
+        s = self.spec
+        check_readable(s.root, "root (--root)", folder=True)
+        if s.esp is not None:
+            check_readable(s.esp, "esp (--esp)", folder=True)
+        if s.xbootldr is not None:
+            check_readable(s.xbootldr, "xbootldr (--xbootldr)", folder=True)
+        if s.config_file is not None:
+            check_readable(s.config_file, "configFile (--config-file)")
+        if s.touch_efi_vars:
+            efi_vars_source(s)
+        inputs: list[str] = [x for x in (s.config_file, s.efi_variables) if x]
+        trees = [s.root] + [t for t in (s.esp, s.xbootldr) if t]
+        for i, e in enumerate(s.contents):
+            src = e.get("source") if isinstance(e, dict) else None
+            if isinstance(src, str) and "*" not in src:
+                check_readable(src, f"contents[{i}] source", folder=os.path.isdir(src))
+                (trees if os.path.isdir(src) else inputs).append(src)
+        if output:
+            check_output_path(s.output, "output (-o)", inputs=tuple(inputs), trees=tuple(trees),
+                              may_create_folder=os.path.dirname(s.output) == s.name)
+
+    def space_needed(self) -> int:
+        """Bytes the build writes beside its output, at most at once (see pydiskimg.space):
+        the raw image, its converted copy (estimated as big as the raw data; checked again
+        from the raw image's data map before converting) and efi-vars.fd."""
+        raw = space.table_bytes(self.disk_layout) + space.ext4_bytes(self.ext4_plan)
+        for fat_plan in (self.fat_plan, self.xbootldr_plan):
+            if fat_plan is not None:
+                raw += space.fat_bytes(fat_plan)
+        if self.boot_plan is not None and self.boot_plan.core_img is not None:
+            raw += space.pages(0, len(self.boot_plan.core_img)) * space.PAGE  # (boot.img: sector 0)
+        need = raw
+        if self.spec.format not in ("raw", "qcow2-compressed"):
+            need += raw
+        if self.spec.touch_efi_vars:
+            need += efi_vars_bytes(self.spec)
+        return space.margin(need)
 
     def scan_trees(self) -> None:
         s = self.spec
@@ -428,7 +476,7 @@ class Build:
             if self.xbootldr_plan is not None:
                 fat.write(self.xbootldr_plan, img.view(self.xbootldr_offset))
             ext4.write(self.ext4_plan, img.view(self.root_offset), progress=self.progress.bar)
-            os.fsync(img.fd)
+            img.sync()
         finally:
             img.close()
 
@@ -469,9 +517,7 @@ class Build:
 
     def efi_vars(self) -> None:
         s = self.spec
-        src = s.efi_variables or os.path.join(s.ovmf, "OVMF_VARS_4M.fd")
-        if not os.path.isfile(src):
-            raise UsageError(f"efiVariables (--efi-variables): {src}: no such file (install Debian's ovmf or pass the path)")
+        src = efi_vars_source(s)
         dst = os.path.join(self.staging, "efi-vars.fd")
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o644)
@@ -518,6 +564,17 @@ class Build:
         st = os.stat(path)
         return Node(Kind.REG, 0o644, mtime_ns=self.spec.timestamp * 10**9, size=st.st_size,
                     source=path if st.st_size else None, origin=path)
+
+
+def efi_vars_source(s: ImageSpec) -> str:
+    src = s.efi_variables or os.path.join(s.ovmf, "OVMF_VARS_4M.fd")
+    if not os.path.isfile(src):
+        raise UsageError(f"efiVariables (--efi-variables): {src}: no such file (install Debian's ovmf or pass the path)")
+    return src
+
+
+def efi_vars_bytes(s: ImageSpec) -> int:
+    return -(-os.path.getsize(efi_vars_source(s)) // space.PAGE) * space.PAGE
 
 
 def _round_up(n: int, unit: int) -> int:

@@ -23,6 +23,7 @@ as the seed's vpc images are).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from . import procs
 from . import qemu_structs as qs
 from .errors import ImageError, InternalError, ToolError, UsageError
 from .ids import hmac_v4
-from .io import atomic_output
+from .io import atomic_output, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,10 @@ def convert(
             f"convert {raw_path} to {fmt}",
         )
         if proc.returncode != 0:
+            # the output side failing (disk full...) is said as for any other write
+            for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                if os.strerror(code) in (proc.stderr or ""):
+                    raise output_failure(out_path, OSError(code, os.strerror(code)))
             raise _fail(f"convert {raw_path} to {fmt}", proc)
         if deterministic:
             ids = PinnedIds.derive(disk_guid, timestamp)

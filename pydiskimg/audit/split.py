@@ -9,12 +9,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from ..io import Image, atomic_output
+from ..io import Image, atomic_output, check_output_path, check_space, output_errors
 from ..layout import type_name
+from ..space import PAGE, margin, pages
 from .disk import SECTOR, Disk, read_disk
 from .source import Source, open_image
 
@@ -70,7 +72,7 @@ def _copy(src: Source, pc: Piece, dst: str) -> None:
     try:
         for off, n in src.data_ranges(pc.offset, pc.offset + pc.size):
             if src.extents is None and src.format in ("raw", "vhd-fixed"):
-                done = img.copy_from(src.fd, off, off - pc.offset, n)
+                done = img.copy_from(src.fd, off, off - pc.offset, n, src_name=src.path)
                 if done != n:
                     raise UsageError(f"{src.path}: short copy of {pc.what}")
                 continue
@@ -105,16 +107,29 @@ def _sha256(path: str, size: int) -> str:
 
 def split_image(path: str, outdir: str, hashes: bool = True) -> dict[str, Any]:
     """Write every partition and table area of ``path`` into ``outdir``; return the manifest."""
+    made = False
     if os.path.exists(outdir):
         if not os.path.isdir(outdir):
             raise UsageError(f"{outdir}: exists and is not a folder")
         if os.listdir(outdir):
             raise UsageError(f"{outdir}: folder is not empty")
+        if not os.access(outdir, os.W_OK | os.X_OK):
+            raise UsageError(f"{outdir}: cannot write in this folder")
     else:
-        parent = os.path.dirname(os.path.abspath(outdir))
-        if not os.path.isdir(parent):
-            raise UsageError(f"{outdir}: parent folder {parent} does not exist")
-        os.mkdir(outdir)
+        check_output_path(outdir, "split", inputs=(path,))
+        made = True
+    try:
+        with output_errors(os.path.join(outdir, "manifest.json")):
+            if made:
+                os.mkdir(outdir)
+            return _split(path, outdir, hashes)
+    except BaseException:
+        if made:
+            shutil.rmtree(outdir, ignore_errors=True)
+        raise
+
+
+def _split(path: str, outdir: str, hashes: bool) -> dict[str, Any]:
     with open_image(path) as src:
         d = read_disk(src)
         if d.kind == "none":
@@ -127,8 +142,12 @@ def split_image(path: str, outdir: str, hashes: bool = True) -> dict[str, Any]:
         if d.disk_signature is not None:
             manifest["disk_signature"] = f"{d.disk_signature:#010x}"
         written: list[str] = []
+        todo = pieces(src, d)
+        needed = margin(sum(pages(off, n) * PAGE for pc in todo
+                            for off, n in src.data_ranges(pc.offset, pc.offset + pc.size)))
+        check_space(os.path.join(outdir, "manifest.json"), needed)
         try:
-            for pc in pieces(src, d):
+            for pc in todo:
                 dst = os.path.join(outdir, pc.file)
                 with atomic_output(dst) as tmp:
                     _copy(src, pc, tmp)

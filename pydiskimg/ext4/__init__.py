@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from ..errors import Error, UsageError
-from ..io import Image, atomic_output
+from ..io import Image, atomic_output, check_space, output_errors
 from ..tree import Tree
 from .plan import DEFAULT_UUID, Ext4Options, Ext4Plan, plan
 from .write import write as _write
@@ -38,18 +37,19 @@ def make_filesystem(
     progress: Callable[[int, int], None] | None = None,
 ) -> Ext4Plan:
     """Plan and write a filesystem image file at ``path`` (nothing is left on failure)."""
+    from ..space import ext4_bytes, margin
+
     p = plan(tree, size, options or Ext4Options(), additional_space=additional_space)
-    with atomic_output(path) as tmp:
+    needed = margin(ext4_bytes(p))
+    check_space(path, needed)
+    # the output side failing (disk full, quota, I/O error) is one line; sources raise SourceError
+    with output_errors(path, needed), atomic_output(path) as tmp:
+        img = Image.create(tmp, p.size)
         try:
-            img = Image.create(tmp, p.size)
-            try:
-                _write(p, img, progress)
-            finally:
-                img.close()
-        except Error:
-            raise
-        except OSError as e:  # the output side: disk full, quota, I/O error
-            raise UsageError(f"{os.fspath(path)}: cannot write the image: {e.strerror}") from None
+            _write(p, img, progress)
+            img.sync()
+        finally:
+            img.close()
     return p
 
 

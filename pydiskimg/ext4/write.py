@@ -10,7 +10,6 @@ writes (adjacent blocks are coalesced).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -390,12 +389,8 @@ def _copy_one(fc: FileCopy, image: Image) -> int:
             )
         done = 0
         for src, dst, ln in fc.pieces:
-            try:
-                got = image.copy_from(fd, src, dst, ln)
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    raise
-                raise SourceError(f"{fc.source}: cannot read: {e.strerror}") from None
+            # a read failure is a SourceError; a write failure (disk full...) an OSError
+            got = image.copy_from(fd, src, dst, ln, src_name=fc.source)
             if got != ln:
                 raise SourceError(
                     f"{fc.source}: shrank while being copied (read {src + got} of "

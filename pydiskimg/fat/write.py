@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DoesNotFitError, InternalError, SourceError, UsageError
-from ..io import Image, atomic_output, open_source
+from ..io import Image, atomic_output, check_space, open_source, output_errors
 from ..tree import Kind, Node, Tree
 from . import dates, names
 from .geometry import Geometry, fat32_geometry, geometry_fits, regions
@@ -500,7 +500,7 @@ def _copy_file(image: Image, path: str, node: Node, offset: int) -> None:
         if st.st_size != node.size:
             raise _changed(node, st.st_size)
         for seg_off, seg_len in node.data_segments():
-            n = image.copy_from(fd, seg_off, offset + seg_off, seg_len)
+            n = image.copy_from(fd, seg_off, offset + seg_off, seg_len, src_name=node.source)
             if n != seg_len:
                 raise SourceError(f"{node.source}: changed while copied (ended at {seg_off + n} of {node.size} bytes)")
     finally:
@@ -509,12 +509,16 @@ def _copy_file(image: Image, path: str, node: Node, offset: int) -> None:
 
 def make_fat(tree: Tree, path: str | os.PathLike[str], size: int, options: FatOptions) -> FatPlan:
     """Plan and write a FAT32 image file of ``size`` bytes at ``path`` (no partial output)."""
+    from ..space import fat_bytes, margin
+
     p = plan(tree, size, options)
-    with atomic_output(path) as tmp:
+    needed = margin(fat_bytes(p))
+    check_space(path, needed)
+    with output_errors(path, needed), atomic_output(path) as tmp:
         img = Image.create(tmp, size)
         try:
             write(p, img)
-            os.fsync(img.fd)
+            img.sync()
         finally:
             img.close()
     return p
