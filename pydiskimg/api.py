@@ -397,7 +397,7 @@ def make_partition_table(
     )
     needed = margin(table_bytes(lay))
     check_space(path, needed)
-    with output_errors(path, needed), atomic_output(path) as tmp:
+    with output_errors(path, needed), atomic_output(path, final=True) as tmp:
         img = Image.create(tmp, lay.disk_bytes)
         try:
             layout.write_table(img, lay)

@@ -3,14 +3,17 @@
 Each subcommand lives in ``pydiskimg/commands/<name>.py`` and provides
 ``register(subparsers)`` (adds its parser, sets ``func``) .  The CLI owns the terminal: library
 code raises :class:`pydiskimg.errors.Error`, which is printed here on one line, exit status 2.
-SIGINT and SIGTERM raise :class:`pydiskimg.errors.Interrupted` in the main thread; every step
-cleans up as it unwinds (child processes killed, partial output removed), then one line says
-why and the exit status is 130 or 143.
+SIGINT and SIGTERM raise :class:`pydiskimg.errors.Interrupted` in the main thread (the first
+one; later ones must not cut the cleanups short); every step cleans up as it unwinds (child
+processes killed, partial output removed), then one line says why and the exit status is 130
+or 143.  While outputs move into place the signal is held (:func:`pydiskimg.io.commit`), and
+once they are in place it is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -19,6 +22,7 @@ import sys
 
 from . import __version__
 from .errors import Error, Interrupted
+from .io import on_signal, signals
 
 SUBCOMMANDS = ("build", "partition", "ext4", "fat", "inspect", "diff", "split")
 #: The signals that stop any command cleanly (exit status 128 + the signal's number).
@@ -61,38 +65,46 @@ def make_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    first = next((a for a in argv if not a.startswith("-")), None)
-    parser = make_parser(first if first in SUBCOMMANDS else None)
-    args = parser.parse_args(argv)
-    quiet = getattr(args, "quiet", False)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR if quiet else logging.WARNING,
-        format="pydiskimg: %(message)s",
-    )
-    stopping: list[int] = []
-
-    def _stop(signum: int, frame: object) -> None:
-        # the first SIGINT or SIGTERM unwinds through the cleanups (no partial output, no
-        # child process left); later ones must not cut those cleanups short
-        if not stopping:
-            stopping.append(signum)
-            raise Interrupted(signum)
-
-    for stop_signal in _STOP_SIGNALS:
-        signal.signal(stop_signal, _stop)
+def main(argv: list[str] | None = None, *, _exiting: bool = False) -> int:
+    """Run one command; returns the exit status.  ``_exiting``: the process ends right after
+    (the console script), so the signal handlers stay in place until then."""
+    previous = {}
+    for signum in _STOP_SIGNALS:
+        with contextlib.suppress(ValueError):  # not in the main thread (tests calling main)
+            previous[signum] = signal.signal(signum, on_signal)
+    signals.reset()
     try:
-        rc = args.func(args)
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        if not _exiting:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _main(argv: list[str]) -> int:
+    # everything under the try: a signal at any moment (parsing, importing) gives one line
+    try:
+        first = next((a for a in argv if not a.startswith("-")), None)
+        parser = make_parser(first if first in SUBCOMMANDS else None)
+        args = parser.parse_args(argv)
+        quiet = getattr(args, "quiet", False)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.ERROR if quiet else logging.WARNING,
+            format="pydiskimg: %(message)s",
+        )
+        rc = int(args.func(args) or 0)
+        signals.done = True  # from here on a signal changes nothing: the command is over
+        return rc
     except Error as e:
+        signals.done = True
         print(f"pydiskimg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        signals.done = True
+        signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
         print(f"pydiskimg: {_STOP_SIGNALS[signum]} by {signal.Signals(signum).name}: "
               "stopped, nothing written", file=sys.stderr)
         return 128 + signum
-    return int(rc or 0)
 
 
 def run() -> None:
@@ -101,7 +113,7 @@ def run() -> None:
     A large tree leaves millions of small objects behind; freeing them one by one at
     interpreter exit costs a noticeable fraction of a second for nothing.
     """
-    rc = main()
+    rc = main(_exiting=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

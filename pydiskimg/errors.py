@@ -44,6 +44,10 @@ class OutputError(Error):
     an I/O error, a read-only filesystem.  Not an ``OSError`` subclass on purpose: code that turns
     a source's ``OSError`` into a :class:`SourceError` must not catch it."""
 
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno  #: the OS error behind it, if any (ENOSPC...)
+
 
 class ImageError(Error):
     """The image being read is malformed."""

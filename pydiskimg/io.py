@@ -120,12 +120,61 @@ class Image:
         os.close(self.fd)
 
 
+class _SignalState:
+    """What :func:`on_signal` does: raise, hold (outputs are moving into place) or ignore (one
+    was raised already and the cleanups run, or the outputs are in place: the command is
+    done)."""
+
+    held: list[int] | None = None
+    stopping = False
+    done = False
+
+    def reset(self) -> None:
+        self.held, self.stopping, self.done = None, False, False
+
+
+signals = _SignalState()
+
+
+def on_signal(signum: int, frame: object) -> None:
+    """The one SIGINT/SIGTERM handler (installed by the CLI, and by :func:`atomic_output` for
+    SIGTERM): raise :class:`Interrupted`, which unwinds through every cleanup, so nothing
+    partial is left; while outputs move into place (:func:`commit`) the signal is held, and once
+    they are in place it is ignored."""
+    if signals.done or signals.stopping:
+        return  # later signals must not cut the cleanups short
+    if signals.held is not None:
+        signals.held.append(signum)
+        return
+    signals.stopping = True
+    raise Interrupted(signum)
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
+def commit(final: bool = True) -> Iterator[None]:
+    """Around the renames that put outputs in place: a signal arriving meanwhile is raised only
+    at the end (the caller then removes what it moved); with ``final``, when none came, the
+    command is done and later signals are ignored."""
+    outer = signals.held
+    signals.held = []
+    try:
+        yield
+    finally:
+        held, signals.held = signals.held, outer
+    if held:
+        signals.stopping = True
+        raise Interrupted(held[0])
+    if final and outer is None:
+        signals.done = True
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], final: bool = False) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
     On any exception, ``KeyboardInterrupt`` and SIGTERM included, the temporary file is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was (a signal during the rename undoes it).  ``final``: this
+    rename completes the command (see :func:`commit`).
     """
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -133,20 +182,20 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[str]:
         raise UsageError(f"{path}: output folder {parent} does not exist")
     tmp = os.path.join(parent, f".{os.path.basename(path)}.pydiskimg-{os.getpid()}.tmp")
     previous = signal.getsignal(signal.SIGTERM)
-
-    def _term(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
     installed = False
-    with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGTERM, _term)
-        installed = True
+    if previous is not on_signal:
+        with contextlib.suppress(ValueError):  # not in the main thread
+            signal.signal(signal.SIGTERM, on_signal)
+            installed = True
+    renamed = False
     try:
         yield tmp
-        os.replace(tmp, path)
+        with commit(final):
+            os.replace(tmp, path)
+            renamed = True
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(path if renamed else tmp)
         raise
     finally:
         if installed:
@@ -205,7 +254,7 @@ def output_failure(path: str | os.PathLike[str], e: OSError, needed: int | None 
             avail = "free space unknown"
         need = f"{needed:,} bytes needed, " if needed else ""
         text += f" (in {folder}: {need}{avail})"
-    return OutputError(text)
+    return OutputError(text, e.errno)
 
 
 @contextlib.contextmanager

@@ -22,8 +22,16 @@ from typing import Any
 
 from . import ext4, fat, ids, layout, procs, space
 from .contents import apply_contents, mkdir_p
-from .errors import DoesNotFitError, ToolError, UsageError
-from .io import Image, check_output_path, check_readable, check_space, output_errors
+from .errors import DoesNotFitError, OutputError, ToolError, UsageError
+from .io import (
+    Image,
+    check_output_path,
+    check_readable,
+    check_space,
+    commit,
+    output_errors,
+    output_failure,
+)
 from .progress import ProgressCallback, ProgressEvent
 from .spec import SEED_ROOT_GPUID, ImageSpec, validate
 from .tree import Kind, Node, Tree, scan
@@ -511,8 +519,13 @@ class Build:
         lay = self.disk_layout
         disk_guid = lay.disk_guid if lay is not None and lay.disk_guid else self.fs_uuid
         assert disk_guid is not None
-        qemu.convert(raw, final, self.spec.format, deterministic=self.spec.deterministic,
-                     disk_guid=disk_guid, timestamp=self.spec.timestamp)
+        try:
+            qemu.convert(raw, final, self.spec.format, deterministic=self.spec.deterministic,
+                         disk_guid=disk_guid, timestamp=self.spec.timestamp)
+        except OutputError as e:  # said of the output, not of the staging copy
+            if e.errno is None:
+                raise
+            raise output_failure(self.spec.output, OSError(e.errno, os.strerror(e.errno)), self.needed) from None
         os.unlink(raw)
 
     def efi_vars(self) -> None:
@@ -549,8 +562,17 @@ class Build:
         os.mkdir(self.staging)
         try:
             yield
-            for name in sorted(os.listdir(self.staging)):
-                os.replace(os.path.join(self.staging, name), os.path.join(out_dir, name))
+            moved: list[str] = []
+            try:
+                with commit():  # a signal during the moves is raised after them: undo them
+                    for name in sorted(os.listdir(self.staging)):
+                        os.replace(os.path.join(self.staging, name), os.path.join(out_dir, name))
+                        moved.append(os.path.join(out_dir, name))
+            except BaseException:
+                for path in moved:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
 

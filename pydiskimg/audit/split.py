@@ -149,15 +149,15 @@ def _split(path: str, outdir: str, hashes: bool) -> dict[str, Any]:
         try:
             for pc in todo:
                 dst = os.path.join(outdir, pc.file)
+                written.append(dst)  # before: a signal right after the rename removes it too
                 with atomic_output(dst) as tmp:
                     _copy(src, pc, tmp)
-                written.append(dst)
                 entry: dict[str, Any] = {"file": pc.file, "what": pc.what, "offset": pc.offset,
                                          "size": pc.size, **pc.extra}
                 if hashes:
                     entry["sha256"] = _sha256(dst, pc.size)
                 manifest["files"].append(entry)
-            with atomic_output(os.path.join(outdir, "manifest.json")) as tmp, \
+            with atomic_output(os.path.join(outdir, "manifest.json"), final=True) as tmp, \
                     open(tmp, "w") as f:
                 json.dump(manifest, f, indent=2)
                 f.write("\n")

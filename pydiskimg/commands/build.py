@@ -6,9 +6,23 @@ import argparse
 import json
 import sys
 
-from ..spec import FIELDS, NIX_ONLY, load
+from ..spec import _ENUMS, FIELDS, NIX_ONLY, load
 
 _BOOL_FLAGS = {"touchEFIVars", "onlyNixStore", "clampMtime", "allRoot", "bootLoaderInAppliance"}
+
+
+#: metavars that the kind of a field does not tell
+_METAVARS = {"root": "DIR", "esp": "DIR", "OVMF": "DIR", "storeDir": "DIR", "bootSize": "SIZE",
+             "installBootLoader": "CMD", "postVM": "CMD", "name": "NAME", "label": "LABEL",
+             "fsType": "TYPE", "grubDevice": "DEVICE"}
+_KIND_METAVARS = {"path": "FILE", "size": "SIZE", "disksize": "SIZE", "guid": "UUID", "int": "N",
+                  "contents": "FILE"}
+
+
+def _metavar(key: str, kind: str) -> str:
+    if kind == "enum":
+        return "{" + ",".join(_ENUMS[key]) + "}"
+    return _METAVARS.get(key) or _KIND_METAVARS.get(kind) or "VALUE"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         epilog=f"Arguments that only make sense inside Nix: {nix_only}.",
     )
     p.add_argument("spec_file", nargs="?", metavar="SPEC.toml", help="a TOML file of make-disk-image.nix arguments")
-    for key, (_attr, flag, _kind, help_text) in FIELDS.items():
+    for key, (_attr, flag, kind, help_text) in FIELDS.items():
         names = flag.split("/")
         if key == "deterministic":
             p.add_argument("--no-deterministic", dest=key, action="store_const", const=False,
@@ -30,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         elif key in _BOOL_FLAGS:
             p.add_argument(*names, dest=key, action="store_const", const=True, help=f"{help_text} [{key}]")
         else:
-            p.add_argument(*names, dest=key, metavar=key.upper() if len(key) < 6 else "VALUE",
+            p.add_argument(*names, dest=key, metavar=_metavar(key, kind),
                            help=f"{help_text} [{key}]")
     p.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

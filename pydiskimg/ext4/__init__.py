@@ -43,7 +43,7 @@ def make_filesystem(
     needed = margin(ext4_bytes(p))
     check_space(path, needed)
     # the output side failing (disk full, quota, I/O error) is one line; sources raise SourceError
-    with output_errors(path, needed), atomic_output(path) as tmp:
+    with output_errors(path, needed), atomic_output(path, final=True) as tmp:
         img = Image.create(tmp, p.size)
         try:
             _write(p, img, progress)

@@ -436,6 +436,11 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
         if size < 0:
             raise UsageError(f"ext4 size: {size} is negative")
         blocks = size // BS
+        if blocks > geo.MAX_BLOCKS:
+            raise UsageError(
+                f"ext4 filesystem: {size} bytes is too large: the limit is 2^32-1 blocks of "
+                f"4 KiB, {geo.MAX_BLOCKS * BS} bytes (16 TiB - 4 KiB)"
+            )
         if not _fits(blocks, need_blocks, need_inodes, reserve=False):
             needed = auto_blocks(need_blocks, need_inodes, reserve=False)
             raise DoesNotFitError("ext4 filesystem", needed * BS, size)

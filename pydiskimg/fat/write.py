@@ -514,7 +514,7 @@ def make_fat(tree: Tree, path: str | os.PathLike[str], size: int, options: FatOp
     p = plan(tree, size, options)
     needed = margin(fat_bytes(p))
     check_space(path, needed)
-    with output_errors(path, needed), atomic_output(path) as tmp:
+    with output_errors(path, needed), atomic_output(path, final=True) as tmp:
         img = Image.create(tmp, size)
         try:
             write(p, img)
