@@ -33,10 +33,11 @@ EXIT_TIMEOUT = 120.0
 class Build:
     """``pydiskimg build`` running in the background; its stderr collected line by line."""
 
-    def __init__(self, out_dir: Path, *args: str) -> None:
+    def __init__(self, out_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.out_dir = out_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pydiskimg", "build", "-o", str(out_dir / "disk.img"), *args],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -180,3 +181,39 @@ def test_signal_while_postvm_runs(tmp_path: Path, signum: int) -> None:
         time.sleep(0.1)
     seconds = build.stop(signum)
     assert_stopped_cleanly(build, signum, seconds)
+
+
+def test_sigterm_while_qemu_img_converts(tmp_path: Path) -> None:
+    """The conversion's process group is killed.  A conversion of a small image is over in a
+    moment, so a stand-in ``qemu-img`` first on the PATH (a shell script) announces itself and
+    sleeps in a child that carries the build's paths in its environment; the real qemu-img is
+    not needed for what is tested here: what the build does with a conversion it must stop."""
+    root = bootkit.make_root_tree(tmp_path / "root")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    flag = tmp_path / "converting"
+    fake = tmp_path / "bin" / "qemu-img"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nexport ARGS="$*"\ntouch {flag}\nsleep 600\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    build = Build(
+        out_dir,
+        "--root",
+        str(root),
+        "--partition-table",
+        "legacy",
+        "--format",
+        "qcow2",
+        "--source-date-epoch",
+        EPOCH,
+        env=env,
+    )
+    deadline = time.monotonic() + REACH_TIMEOUT
+    while not flag.exists():
+        assert build.proc.poll() is None, build.stderr()
+        assert time.monotonic() < deadline, build.stderr()
+        time.sleep(0.1)
+    assert leftover_processes(str(out_dir)) != []  # the stand-in's sleep, found by its paths
+    seconds = build.stop(signal.SIGTERM)
+    assert_stopped_cleanly(build, signal.SIGTERM, seconds)
