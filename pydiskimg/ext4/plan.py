@@ -536,9 +536,8 @@ def _tree_need(cols: _Columns, k: int) -> int:
     return extent_tree_blocks(extents_needed([(a, 0, b) for a, b in _runs_of(cols, k)]), BS)
 
 
-def _split_times(tab: _Inodes, mt: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _split_times(nodes: list[Node], mt: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """:func:`split_time` of many times at once: (i_*time, i_*time_extra) columns."""
-    nodes = tab.nodes
     try:
         ns = np.array(mt, dtype=np.int64)
     except OverflowError:  # beyond 1677..2262: one by one
@@ -703,21 +702,19 @@ def _allocate(
 
     itab = np.zeros(max_ino, dtype=INODE_DTYPE)
     raw = itab.view(np.uint8).reshape(max_ino, 256)
-    idx = np.arange(n, dtype=np.int64) + (LOST_FOUND_INO - 2)  # inode - 1
-    idx[0] = ROOT_INO - 1
     ipg = p.inodes_per_group
-    dirs_per_group = np.bincount(idx[kind == Kind.DIR] // ipg, minlength=p.groups).astype(np.int64)
+    row0 = LOST_FOUND_INO - 2  # row (inode - 1) of k, for k >= 1
+    dirs_k = np.array(sorted(tab.dirs), dtype=np.int64)
+    dirs_rows = np.where(dirs_k == 0, ROOT_INO - 1, dirs_k + row0)
+    dirs_per_group = np.bincount(dirs_rows // ipg, minlength=p.groups).astype(np.int64)
 
-    # physical start of every one-extent inode
+    # physical start of every one-extent inode (its logical start is 0 but for sparse files)
     s_j = np.flatnonzero(simple)
     s_k = order[s_j]
     s_phys = stream.starts[k0[s_j]] + (pos[s_j] - stream.cum[k0[s_j]])
-    first_log = np.zeros(n, dtype=np.int64)  # logical block of a one-extent sparse file
-    for k, r in cols.runs.items():
-        if len(r) == 1:
-            first_log[k] = r[0][0]
-    s_log = first_log[s_k]
-    phys = np.zeros(n, dtype=np.int64)  # first physical block of one-extent inodes
+    del s_j, pos, k0, k1, simple, odd, order, counts
+    first_log = {k: r[0][0] for k, r in cols.runs.items() if len(r) == 1}
+    phys = np.zeros(n, dtype=np.int64)
     phys[s_k] = s_phys
     phys_l = phys.tolist()
 
@@ -726,7 +723,7 @@ def _allocate(
     flags[(kind == Kind.SYMLINK) & (nblocks > 0)] = EXT4_EXTENTS_FL
     for k, (_data, indexed) in tab.dirs.items():
         flags[k] = EXT4_EXTENTS_FL | (EXT4_INDEX_FL if indexed else 0)
-    alloc = nblocks.copy()  # blocks counted in i_blocks
+    extra_blocks: dict[int, int] = {}  # k -> extent tree and xattr blocks, counted in i_blocks
 
     iblock_rows: list[int] = []  # inodes whose i_block is given as bytes
     iblock_data: list[bytes] = []
@@ -738,15 +735,15 @@ def _allocate(
         tpos += nt
         iblock, tblocks = build_extents(eruns, tb, tab.ino(k), 0, csum_seed, BS)
         meta.extend(tblocks)
-        alloc[k] += nt
-        iblock_rows.append(int(idx[k]))
+        extra_blocks[k] = extra_blocks.get(k, 0) + nt
+        iblock_rows.append(_row(k))
         iblock_data.append(iblock)
     in_ext = np.zeros(n, dtype=bool)
     if ext:
         in_ext[np.array(sorted(ext), dtype=np.int64)] = True
     for k in np.flatnonzero(kind == Kind.SYMLINK).tolist():
         if not nblocks[k]:
-            iblock_rows.append(int(idx[k]))
+            iblock_rows.append(_row(k))
             iblock_data.append(nodes[k].target.ljust(60, b"\0"))
     for k in np.flatnonzero((kind == Kind.CHR) | (kind == Kind.BLK)).tolist():
         ma, mi = nodes[k].rdev_major, nodes[k].rdev_minor
@@ -754,30 +751,32 @@ def _allocate(
             iblock = struct.pack("<I", (ma << 8) | mi).ljust(60, b"\0")
         else:
             iblock = struct.pack("<II", 0, (mi & 0xFF) | (ma << 8) | ((mi & ~0xFF) << 12)).ljust(60, b"\0")
-        iblock_rows.append(int(idx[k]))
+        iblock_rows.append(_row(k))
         iblock_data.append(iblock)
     if iblock_rows:
         itab["i_block"][np.array(iblock_rows)] = np.frombuffer(
             b"".join(iblock_data), dtype=np.uint8
         ).reshape(-1, 60)
-    # one extent in the inode, or none
-    no_ext = np.flatnonzero((flags != 0) & ~in_ext & (nblocks == 0))
-    rt = np.dtype([("eh_magic", "<u2"), ("eh_entries", "<u2"), ("eh_max", "<u2"),
-                   ("eh_depth", "<u2"), ("eh_generation", "<u4"), ("ee_block", "<u4"),
-                   ("ee_len", "<u2"), ("ee_start_hi", "<u2"), ("ee_start_lo", "<u4"),
-                   ("pad", "V36")])
-    erows = np.concatenate([idx[s_k], idx[no_ext]])
-    if len(erows):
-        ib = np.zeros(len(erows), dtype=rt)
-        ib["eh_magic"] = 0xF30A
-        ib["eh_max"] = 4
-        m = len(s_k)
-        ib["eh_entries"][:m] = 1
-        ib["ee_block"][:m] = s_log
-        ib["ee_len"][:m] = nblocks[s_k]
-        ib["ee_start_hi"][:m] = s_phys >> 32
-        ib["ee_start_lo"][:m] = s_phys & 0xFFFFFFFF
-        itab["i_block"][erows] = ib.view(np.uint8).reshape(-1, 60)
+    # one extent in the inode, or none (an empty file): written through a view of i_block
+    ev = itab.view(_EXTENT_ROOT_VIEW)
+    for ks, one in ((s_k, True), (np.flatnonzero((flags != 0) & ~in_ext & (nblocks == 0)), False)):
+        rows = _rows(ks)
+        ev["eh_magic"][rows] = 0xF30A
+        ev["eh_max"][rows] = 4
+        if one:
+            ev["eh_entries"][rows] = 1
+            lg = np.zeros(len(ks), dtype=np.int64)
+            if first_log:
+                fk = np.array(sorted(first_log), dtype=np.int64)
+                at = np.searchsorted(ks, fk)
+                hit = at < len(ks)
+                hit[hit] = ks[at[hit]] == fk[hit]
+                lg[at[hit]] = [first_log[int(k)] for k in fk[hit]]
+            ev["ee_block"][rows] = lg
+            ev["ee_len"][rows] = nblocks[ks]
+            ev["ee_start_hi"][rows] = s_phys >> 32
+            ev["ee_start_lo"][rows] = s_phys & 0xFFFFFFFF
+    del ev, s_phys
 
     # where the contents go: folders and slow symlinks as metadata, files as copies
     for k, (data, _ix) in tab.dirs.items():
@@ -791,89 +790,50 @@ def _allocate(
     copy_dst = phys[dense_k] * BS
     copy_size = cols.size[dense_k].copy()
     copy_bytes = int(copy_size.sum())
+    del dense_k, phys, in_ext
     copies: list[FileCopy] = []
     for k in np.flatnonzero(files & ~dense).tolist():
         nd = nodes[k]
-        fruns = ext[k] if k in ext else [(int(first_log[k]), phys_l[k], int(nblocks[k]))]
+        fruns = ext[k] if k in ext else [(first_log.get(k, 0), phys_l[k], int(nblocks[k]))]
         if nd.segments is None and len(fruns) == 1:
             pieces = [(0, fruns[0][1] * BS, nd.size)]
         else:
             pieces = _byte_pieces(nd, fruns)
         copies.append(FileCopy(tab.ino(k), nd.source or "", nd.size, pieces))
         copy_bytes += nd.size if nd.segments is None else sum(pc[2] for pc in pieces)
+    del files, dense, phys_l
 
     # xattrs
-    acl = np.zeros(n, dtype=np.uint64)
     inline_rows: list[int] = []
     inline_data: list[bytes] = []
+    acl_rows: list[int] = []
+    acl_blocks: list[int] = []
     for k, (inline, xbk) in sorted(cols.xattrs.items()):
         if xbk is not None:
-            acl[k] = xblock_of[xbk]
-            alloc[k] += 1
+            acl_rows.append(_row(k))
+            acl_blocks.append(xblock_of[xbk])
+            extra_blocks[k] = extra_blocks.get(k, 0) + 1
         if inline:
-            inline_rows.append(int(idx[k]))
+            inline_rows.append(_row(k))
             inline_data.append(inline)
     if inline_rows:
         itab["i_xattr"][np.array(inline_rows)] = np.frombuffer(
             b"".join(inline_data), dtype=np.uint8
         ).reshape(-1, INLINE_XATTR_SPACE)
+    if acl_rows:
+        acl = np.array(acl_blocks, dtype=np.uint64)
+        itab["i_file_acl_lo"][acl_rows] = acl & 0xFFFFFFFF
+        itab["l_i_file_acl_high"][acl_rows] = acl >> 32
 
-    # links
-    links = np.array(tab.links, dtype=np.int64)
-    isdir = kind == Kind.DIR
-    links[isdir & (links >= DIR_NLINK_MAX)] = 1
-    over = links > 0xFFFF
-    if over.any():
-        k = int(np.flatnonzero(over)[0])
-        raise UsageError(f"{nodes[k].origin}: {tab.links[k]} hard links, ext4 allows at most 65000")
-
-    # times: derived from mtime unless the tree carries them (non-deterministic mode)
-    mlo, mex = _split_times(tab, [nd.mtime_ns for nd in nodes])
-    tcols = {"i_mtime": (mlo, mex)}
-    for f, attr in (("i_atime", "atime_ns"), ("i_ctime", "ctime_ns"), ("i_crtime", "crtime_ns")):
-        vals = [getattr(nd, attr) for nd in nodes]
-        if all(v is None for v in vals):
-            tcols[f] = (mlo, mex)
-        else:
-            tcols[f] = _split_times(
-                tab, [nd.mtime_ns if v is None else v for nd, v in zip(nodes, vals, strict=True)]
-            )
-    try:
-        ui = np.fromiter((nd.uid for nd in nodes), np.int64, n)
-        gi = np.fromiter((nd.gid for nd in nodes), np.int64, n)
-        bad = (ui < 0) | (ui >= 1 << 32) | (gi < 0) | (gi >= 1 << 32)
-    except OverflowError:
-        bad = np.fromiter(
-            (not (0 <= nd.uid < 1 << 32 and 0 <= nd.gid < 1 << 32) for nd in nodes), bool, n
-        )
-    if bad.any():
-        nd = nodes[int(np.flatnonzero(bad)[0])]
-        raise UsageError(f"{nd.origin}: owner {nd.uid}:{nd.gid} out of the 32-bit range")
-    u = ui.astype(np.uint64)
-    g = gi.astype(np.uint64)
-
-    mode = np.array([_S_IFMT[Kind(v)] if v else 0 for v in range(8)], dtype=np.uint16)[kind]
-    mode |= np.fromiter((nd.mode & 0o7777 for nd in nodes), np.uint16, n)
-    itab["i_mode"][idx] = mode
-    itab["i_uid"][idx] = u & 0xFFFF
-    itab["l_i_uid_high"][idx] = u >> 16
-    itab["i_gid"][idx] = g & 0xFFFF
-    itab["l_i_gid_high"][idx] = g >> 16
-    sz = cols.size.astype(np.uint64)
-    sz[(kind != Kind.REG) & (kind != Kind.DIR) & (kind != Kind.SYMLINK)] = 0
-    itab["i_size_lo"][idx] = sz & 0xFFFFFFFF
-    itab["i_size_high"][idx] = sz >> 32
-    bl = alloc.astype(np.uint64) * (BS // 512)
-    itab["i_blocks_lo"][idx] = bl & 0xFFFFFFFF
-    itab["l_i_blocks_high"][idx] = bl >> 32
-    itab["i_links_count"][idx] = links.astype(np.uint16)
-    itab["i_flags"][idx] = flags
-    itab["i_file_acl_lo"][idx] = acl & 0xFFFFFFFF
-    itab["l_i_file_acl_high"][idx] = acl >> 32
-    for f, (lo, ex) in tcols.items():
-        itab[f][idx] = lo
-        itab[f + "_extra"][idx] = ex
-    itab["i_extra_isize"][idx] = 32
+    # everything else, a slice of inodes at a time (bounded temporaries)
+    ek = np.array(sorted(extra_blocks), dtype=np.int64)
+    en = np.array([extra_blocks[k] for k in ek.tolist()], dtype=np.int64)
+    del extra_blocks
+    for a in range(0, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        lo, hi = np.searchsorted(ek, [a, b])
+        _fill_rows(itab, a, b, tab, cols, flags[a:b], ek[lo:hi] - a, en[lo:hi])
+    del flags
 
     # ---- mke2fs's special inodes ----
     tlo, textra = split_time(ts * 1_000_000_000, "SOURCE_DATE_EPOCH")
@@ -953,6 +913,92 @@ def _allocate(
         timestamp=ts,
         extra=extra,
     )
+
+
+_CHUNK = 1 << 16
+
+#: i_block as an extent root with one extent, overlaid on a whole inode record
+_EXTENT_ROOT_VIEW = np.dtype({
+    "names": ["eh_magic", "eh_entries", "eh_max", "eh_depth", "eh_generation", "ee_block",
+              "ee_len", "ee_start_hi", "ee_start_lo"],
+    "formats": ["<u2", "<u2", "<u2", "<u2", "<u4", "<u4", "<u2", "<u2", "<u4"],
+    "offsets": [0x28, 0x2A, 0x2C, 0x2E, 0x30, 0x34, 0x38, 0x3A, 0x3C],
+    "itemsize": 256,
+})
+
+_MODE_OF_KIND = np.array([_S_IFMT[Kind(v)] if v else 0 for v in range(8)], dtype=np.uint16)
+
+
+def _row(k: int) -> int:
+    """The inode table row (inode - 1) of k."""
+    return ROOT_INO - 1 if k == 0 else k + LOST_FOUND_INO - 2
+
+
+def _rows(ks: np.ndarray) -> np.ndarray:
+    return np.where(ks == 0, ROOT_INO - 1, ks + (LOST_FOUND_INO - 2))
+
+
+def _fill_rows(
+    itab: np.ndarray, a: int, b: int, tab: _Inodes, cols: _Columns, flags: np.ndarray,
+    extra_at: np.ndarray, extra: np.ndarray,
+) -> None:
+    """Mode, owner, size, block count, links, flags and times of inodes k = a..b-1."""
+    nodes = tab.nodes[a:b]
+    m = b - a
+    rows = _rows(np.arange(a, b, dtype=np.int64))
+    kind = cols.kind[a:b]
+    # links
+    links = np.array(tab.links[a:b], dtype=np.int64)
+    links[(kind == Kind.DIR) & (links >= DIR_NLINK_MAX)] = 1
+    over = links > 0xFFFF
+    if over.any():
+        j = int(np.flatnonzero(over)[0])
+        raise UsageError(f"{nodes[j].origin}: {tab.links[a + j]} hard links, ext4 allows at most 65000")
+    # owners
+    try:
+        ui = np.fromiter((nd.uid for nd in nodes), np.int64, m)
+        gi = np.fromiter((nd.gid for nd in nodes), np.int64, m)
+        bad = (ui < 0) | (ui >= 1 << 32) | (gi < 0) | (gi >= 1 << 32)
+    except OverflowError:
+        bad = np.fromiter(
+            (not (0 <= nd.uid < 1 << 32 and 0 <= nd.gid < 1 << 32) for nd in nodes), bool, m
+        )
+    if bad.any():
+        nd = nodes[int(np.flatnonzero(bad)[0])]
+        raise UsageError(f"{nd.origin}: owner {nd.uid}:{nd.gid} out of the 32-bit range")
+    # times: derived from mtime unless the tree carries them (non-deterministic mode)
+    mlo, mex = _split_times(nodes, [nd.mtime_ns for nd in nodes])
+    tcols = {"i_mtime": (mlo, mex)}
+    for f, attr in (("i_atime", "atime_ns"), ("i_ctime", "ctime_ns"), ("i_crtime", "crtime_ns")):
+        if all(getattr(nd, attr) is None for nd in nodes):
+            tcols[f] = (mlo, mex)
+        else:
+            tcols[f] = _split_times(
+                nodes, [nd.mtime_ns if v is None else v for nd in nodes for v in (getattr(nd, attr),)]
+            )
+    mode = _MODE_OF_KIND[kind] | np.fromiter((nd.mode & 0o7777 for nd in nodes), np.uint16, m)
+    u = ui.astype(np.uint64)
+    g = gi.astype(np.uint64)
+    sz = cols.size[a:b].astype(np.uint64)
+    sz[(kind != Kind.REG) & (kind != Kind.DIR) & (kind != Kind.SYMLINK)] = 0
+    nb = cols.nblocks[a:b].copy()
+    nb[extra_at] += extra  # extent tree and xattr blocks (one entry per inode)
+    bl = nb.astype(np.uint64) * (BS // 512)
+    itab["i_mode"][rows] = mode
+    itab["i_uid"][rows] = u & 0xFFFF
+    itab["l_i_uid_high"][rows] = u >> 16
+    itab["i_gid"][rows] = g & 0xFFFF
+    itab["l_i_gid_high"][rows] = g >> 16
+    itab["i_size_lo"][rows] = sz & 0xFFFFFFFF
+    itab["i_size_high"][rows] = sz >> 32
+    itab["i_blocks_lo"][rows] = bl & 0xFFFFFFFF
+    itab["l_i_blocks_high"][rows] = bl >> 32
+    itab["i_links_count"][rows] = links.astype(np.uint16)
+    itab["i_flags"][rows] = flags
+    for f, (lo, ex) in tcols.items():
+        itab[f][rows] = lo
+        itab[f + "_extra"][rows] = ex
+    itab["i_extra_isize"][rows] = 32
 
 
 def _merge(runs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
