@@ -184,6 +184,8 @@ class Ext4Diff:
         self.sa, self.sb_ = sa, sb
         self.attrs_a: dict[int, set[str]] = {}
         self.attrs_b: dict[int, set[str]] = {}
+        #: group descriptor fields reported on their own (filled by _diff_allocation)
+        self.gd_reported: dict[int, set[str]] = {}
 
     def add(self, item: str, fld: str | None, a: Any, b: Any) -> None:
         self.ctx.add(self.scope, item, fld, a, b)
@@ -279,7 +281,6 @@ class Ext4Diff:
             for k in sorted(self._sb_alloc_fields):
                 self.add("superblock", k, self.fa.sb[k], self.fb.sb[k])
         # group descriptor counters and flags of a group whose bitmaps agree: report them
-        self.gd_reported: dict[int, set[str]] = {}
         names = [n for n, _ in e4.GROUP_DESC_FIELDS]
         for g, ch in sorted(self.gd_diff.items()):
             if g in blocks or g in inodes:
@@ -517,7 +518,9 @@ class Ext4Diff:
         out = []
         rsv = fs.sb["s_reserved_gdt_blocks"]
         for g in range(fs.groups):
-            start = fs.first_data_block + g * fs.bpg
+            # group 0's superblock is in the block before the descriptors (block 1 with 1 KiB
+            # blocks, even when bigalloc makes s_first_data_block 0)
+            start = fs.gdt_block - 1 if g == 0 else fs.first_data_block + g * fs.bpg
             if has_super(fs, g):
                 out.append((start, start + 1, "sb", g))
                 out.append((start + 1, start + 1 + fs.gdt_blocks, "gdt", g))

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `inspect ... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     # a filesystem whose files could not be listed is malformed: say so, exit 2
-    errors = list(_files_errors(d, "image"))
+    errors = list(_files_errors(d, "image")) if args.files else []
     for where, msg in errors:
         print(f"pydiskimg: error: {args.image}: {where}: {msg}", file=sys.stderr)
     return 2 if errors else 0
@@ -91,6 +91,8 @@ def _files_errors(d: Any, where: str) -> Any:
     if isinstance(d, dict):
         if "files_error" in d:
             yield where, d["files_error"]
+        elif "type" in d and "error" in d:  # a filesystem that could not even be opened
+            yield where, d["error"]
         for k, v in d.items():
             if k == "partitions" and isinstance(v, list):
                 for p in v:

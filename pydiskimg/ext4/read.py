@@ -47,6 +47,7 @@ INCOMPAT_INLINE_DATA = 0x8000
 INCOMPAT_CSUM_SEED = 0x2000
 RO_COMPAT_HUGE_FILE = 0x8
 RO_COMPAT_GDT_CSUM = 0x10
+RO_COMPAT_BIGALLOC = 0x200
 RO_COMPAT_METADATA_CSUM = 0x400
 
 # inode flags
@@ -309,8 +310,24 @@ class Ext4:
         self.first_data_block = sb["s_first_data_block"]
         self.bpg = sb["s_blocks_per_group"]
         self.ipg = sb["s_inodes_per_group"]
-        if not (8 <= self.bpg <= 8 * bs) or self.first_data_block >= max(self.blocks_count, 1):
+        #: blocks per allocation unit: 1, or the cluster ratio with bigalloc (bitmaps count clusters)
+        self.cluster_ratio = 1
+        if self.ro_compat & RO_COMPAT_BIGALLOC:
+            lc, lb = sb["s_log_cluster_size"], sb["s_log_block_size"]
+            if not lb <= lc <= lb + 16:
+                raise Ext4Error(f"{name}: s_log_cluster_size {lc} is out of range ({lb}..{lb + 16})")
+            self.cluster_ratio = 1 << (lc - lb)
+            cpg = sb["s_clusters_per_group"]
+            if not (8 <= cpg <= 8 * bs) or self.bpg != cpg * self.cluster_ratio:
+                raise Ext4Error(
+                    f"{name}: s_clusters_per_group {cpg} (s_blocks_per_group {self.bpg}) is out of "
+                    f"range: expected 8..{8 * bs} clusters of {self.cluster_ratio} blocks")
+        elif not 8 <= self.bpg <= 8 * bs:
             raise Ext4Error(f"{name}: s_blocks_per_group {self.bpg} is out of range (8..{8 * bs})")
+        if self.first_data_block >= max(self.blocks_count, 1):
+            raise Ext4Error(
+                f"{name}: s_first_data_block {self.first_data_block} lies past s_blocks_count "
+                f"{self.blocks_count}")
         if not (1 <= self.ipg <= 8 * bs):
             raise Ext4Error(f"{name}: s_inodes_per_group {self.ipg} is out of range (1..{8 * bs})")
         self.groups = -(-(self.blocks_count - self.first_data_block) // self.bpg)
@@ -336,7 +353,10 @@ class Ext4:
         itable_blocks = -(-self.ipg * self.inode_size // bs)
         self.budget = budget or Budget(
             64 * (self.blocks_count + self.inodes_count) + itable_blocks * self.groups + 1_000_000)
-        self.gdt_block = self.first_data_block + 1
+        # the descriptors follow the superblock's block: with 1 KiB blocks and bigalloc,
+        # s_first_data_block is 0 but the superblock is in block 1 (as libext2fs reads it)
+        sb_block = self.first_data_block or (1 if bs == 1024 else 0)
+        self.gdt_block = sb_block + 1
         self.gdt_blocks = -(-self.groups * self.desc_size // bs)
         if self.incompat & 0x10:  # meta_bg
             raise Ext4Error(f"{name}: meta_bg filesystems are not supported by this reader")
@@ -578,8 +598,9 @@ class Ext4:
             return False
         if inode.flags & EXT4_EXTENTS_FL and inode.size >= 60:
             return False
+        # the xattr block is charged as a whole cluster (bigalloc), as the kernel counts it
         blocks = int(inode.f["i_blocks_lo"]) - (
-            (self.block_size >> 9) if inode.file_acl else 0)
+            (self.block_size * self.cluster_ratio >> 9) if inode.file_acl else 0)
         return blocks <= 0 and inode.size < 60
 
     # -- data ----------------------------------------------------------------------------------
@@ -789,6 +810,12 @@ class Ext4:
                 vi = self.inode(vinum)
                 if not vi.flags & EXT4_EA_INODE_FL:
                     raise Ext4Error(f"{self.name}: {where}: {full} names inode {vinum}, which is not an xattr inode")
+                # an xattr inode holds its value in blocks (the kernel reads it block by block);
+                # inline data there would be read from xattrs again, possibly its own: a cycle
+                if vi.flags & EXT4_INLINE_DATA_FL:
+                    raise Ext4Error(
+                        f"{self.name}: {where}: {full} names xattr inode {vinum}, which has "
+                        "inline data, expected its value in blocks")
                 value = self.read_data(vi)[:vsize]
             else:
                 if vbase + voff + vsize > n:
