@@ -25,6 +25,8 @@ import errno
 import os
 from typing import Any
 
+import numpy as np
+
 PAGE = 4096
 MiB = 1 << 20
 
@@ -47,32 +49,52 @@ def ext4_bytes(plan: Any) -> int:
 
     p = plan.params
     blocks = (1 + len(geo.backup_groups(p.groups))) * (1 + p.desc_blocks)
-    blocks += 2 * p.groups  # block and inode bitmaps (an upper bound: uninit groups skip them)
+    blocks += p.groups  # block bitmaps (an upper bound: groups left BLOCK_UNINIT skip theirs)
     ipg = p.inodes_per_group
     for g in range(p.groups):
         used = max(0, min(plan.max_ino - g * ipg, ipg))
-        blocks += pages(0, used * 256)
+        blocks += pages(0, used * 256) + (1 if used else 0)  # inode table, inode bitmap
     blocks += 1 if p.journal_blocks else 0
-    blocks += len(plan.blocks)
-    for fc in plan.copies:
+    for blk, data in plan.blocks:  # an entry may span several blocks (a folder's)
+        blocks += pages(blk * PAGE, len(data))
+    for fc in plan.copies:  # files with holes or several extents
         for _src, dst, ln in fc.pieces:
             blocks += pages(dst, ln)
+    # dense files in one extent: columns of image offsets and sizes
+    sizes = np.asarray(plan.copy_size, dtype=np.int64)
+    dst = np.asarray(plan.copy_dst, dtype=np.int64)
+    nz = sizes > 0
+    blocks += int(((dst[nz] + sizes[nz] - 1) // PAGE - dst[nz] // PAGE + 1).sum())
     return blocks * PAGE
+
+
+def union_pages(ranges: list[tuple[int, int]]) -> int:
+    """4 KiB pages touched by the union of byte ranges ``(offset, length)`` (ranges may share a
+    page: FAT clusters smaller than a page pack several files into one)."""
+    spans = sorted((off // PAGE, (off + ln - 1) // PAGE) for off, ln in ranges if ln > 0)
+    total = 0
+    cur_a, cur_b = -1, -2
+    for a, b in spans:
+        if a > cur_b:
+            total += cur_b - cur_a + 1 if cur_b >= cur_a else 0
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b >= cur_a >= 0:
+        total += cur_b - cur_a + 1
+    return total
 
 
 def fat_bytes(plan: Any) -> int:
     """Bytes :func:`pydiskimg.fat.write` writes for ``plan`` (counted in 4 KiB pages)."""
     g = plan.geometry
-    n = pages(0, g.fat_offset)  # boot sectors, FSInfo and their backups
+    ranges = [(0, g.fat_offset)]  # boot sectors, FSInfo and their backups
     fat_len = len(plan.fat) * 4
-    for k in range(g.num_fats):
-        n += pages(g.fat_offset + k * g.fat_sectors * 512, fat_len)
-    for offset, data in plan.directories:
-        n += pages(offset, len(data))
+    ranges += [(g.fat_offset + k * g.fat_sectors * 512, fat_len) for k in range(g.num_fats)]
+    ranges += [(offset, len(data)) for offset, data in plan.directories]
     for _path, node, offset in plan.files:
-        for seg_off, seg_len in node.data_segments():
-            n += pages(offset + seg_off, seg_len)
-    return n * PAGE
+        ranges += [(offset + seg_off, seg_len) for seg_off, seg_len in node.data_segments()]
+    return union_pages(ranges) * PAGE
 
 
 def table_bytes(layout: Any) -> int:
@@ -126,5 +148,7 @@ def converted_bytes(raw: str, fmt: str) -> int:
         return data + meta
     if fmt == "vdi":
         return n * unit + MiB + 4 * nunits
-    # vpc (dynamic): a 512-byte sector bitmap before each block, the BAT, header and footers
-    return n * (unit + 512) + 4 * nunits + 4 * 512 + 3 * 512
+    # vpc (dynamic): qemu-img writes only the data sectors of a block (the rest stays a hole),
+    # plus a 512-byte sector bitmap before each block, the BAT, header and footers
+    data_pages = union_pages(data_ranges(raw))
+    return data_pages * PAGE + n * PAGE + 4 * nunits + 4 * 512 + 3 * 512
