@@ -12,9 +12,10 @@ _BOOL_FLAGS = {"touchEFIVars", "onlyNixStore", "clampMtime", "allRoot", "bootLoa
 
 
 #: metavars that the kind of a field does not tell
-_METAVARS = {"root": "DIR", "esp": "DIR", "OVMF": "DIR", "storeDir": "DIR", "bootSize": "SIZE",
-             "installBootLoader": "CMD", "postVM": "CMD", "name": "NAME", "label": "LABEL",
-             "fsType": "TYPE", "grubDevice": "DEVICE"}
+_METAVARS = {"root": "DIR", "esp": "DIR", "xbootldr": "DIR", "OVMF": "DIR", "storeDir": "DIR",
+             "grubDir": "DIR", "bootSize": "SIZE", "installBootLoader": "CMD", "postVM": "CMD",
+             "name": "NAME", "label": "LABEL", "fsType": "TYPE", "grubDevice": "DEVICE",
+             "kernelCmdline": "ARGS"}
 _KIND_METAVARS = {"path": "FILE", "size": "SIZE", "disksize": "SIZE", "guid": "UUID", "int": "N",
                   "contents": "FILE"}
 
