@@ -441,3 +441,84 @@ def test_signals_at_random_moments(tree: Path, tmp_path: Path) -> None:
         assert one_line(p, err) == f"pydiskimg: {word} by {sig.name}: stopped, nothing written"
         assert os.listdir(out) == [], f"left behind after {sig.name} (trial {trial})"
     assert interrupted >= 5
+
+
+# -- the staging folder for postVM, the efi-vars copy -------------------------------------------
+
+
+@needs_root
+def test_post_vm_fills_the_disk(tree: Path) -> None:
+    """postVM runs in the staging folder ($out) beside the output: a full disk there fails the
+    command, which fails the build with its last line; nothing is kept."""
+    with tmpfs(96 * MiB) as mnt:
+        r = subprocess.run([*PY, *COMMANDS["build-raw"](tree, mnt),
+                            "--post-vm", 'head -c 200M /dev/zero > "$out/extra"'],
+                           capture_output=True, text=True)
+        line = one_line(r, r.stderr)
+        assert r.returncode == 2
+        assert line.startswith("pydiskimg: error: postVM (--post-vm): exited with status 1: ")
+        assert "No space left on device" in line
+        assert os.listdir(mnt) == [], "output left behind"
+
+
+@needs_root
+def test_space_runs_out_during_the_efi_vars_copy(tree: Path, tmp_path: Path) -> None:
+    """The image is converted and in the staging folder; the disk fills while efi-vars.fd (a
+    large variables file here) is copied beside it."""
+    vars_fd = tmp_path / "VARS.fd"
+    vars_fd.write_bytes(_data(48 * MiB, 3))
+    with tmpfs(256 * MiB) as mnt:
+        for _attempt in range(5):
+            p = start([*COMMANDS["build-qcow2"](tree, mnt), "--partition-table", "efi", "--touch-efi-vars",
+                       "--efi-variables", str(vars_fd)], idle=True)
+
+            def converted() -> bool:
+                return any(os.path.exists(mnt / d / "disk.qcow2") for d in os.listdir(mnt) if ".pydiskimg-" in d)
+
+            stop_when(p, converted, "the conversion's end")
+            filler = fill(mnt)
+            cont(p)
+            _, err = p.communicate(timeout=300)
+            if p.returncode == 0:  # the copy was done first: a whole output, try again
+                assert err == ""
+                for n in os.listdir(mnt):
+                    os.unlink(mnt / n)
+                continue
+            line = one_line(p, err)
+            assert p.returncode == 2
+            assert "disk.qcow2: cannot write: No space left on device" in line and f"(in {mnt}: " in line, line
+            assert os.listdir(mnt) == [filler.name], "output left behind"
+            return
+        pytest.fail("efi-vars.fd was always copied before the disk filled")
+
+
+# -- EIO, EROFS, EDQUOT: no small filesystem gives them on demand; the write calls fail -----------
+
+
+@pytest.mark.parametrize(("code", "where"), [(errno.EIO, "fsync"), (errno.EROFS, "pwrite"),
+                                             (errno.EDQUOT, "pwrite")])
+def test_other_write_errors_are_one_line(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         code: int, where: str) -> None:
+    from pydiskimg import api
+    from pydiskimg.errors import OutputError
+
+    real = getattr(os, where)
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = {"n": 0}
+
+    def failing(fd: int, *args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] > (0 if where == "fsync" else 5):
+            raise OSError(code, os.strerror(code))
+        return real(fd, *args)
+
+    monkeypatch.setattr(os, where, failing)
+    with pytest.raises(OutputError) as e:
+        api.make_ext4(tree, out / "fs.img")
+    monkeypatch.undo()
+    text = str(e.value)
+    assert text.startswith(f"{out / 'fs.img'}: cannot write: {os.strerror(code)}") and "\n" not in text
+    if code == errno.EDQUOT:
+        assert f"(in {out}: " in text and "bytes available" in text
+    assert os.listdir(out) == [], "output left behind"
