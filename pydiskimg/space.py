@@ -68,10 +68,10 @@ def ext4_bytes(plan: Any) -> int:
     return blocks * PAGE
 
 
-def union_pages(ranges: list[tuple[int, int]]) -> int:
-    """4 KiB pages touched by the union of byte ranges ``(offset, length)`` (ranges may share a
-    page: FAT clusters smaller than a page pack several files into one)."""
-    spans = sorted((off // PAGE, (off + ln - 1) // PAGE) for off, ln in ranges if ln > 0)
+def union_pages(ranges: list[tuple[int, int]], unit: int = PAGE) -> int:
+    """Units (4 KiB pages by default) touched by the union of byte ranges ``(offset, length)``
+    (ranges may share a unit: FAT clusters smaller than a page pack several files into one)."""
+    spans = sorted((off // unit, (off + ln - 1) // unit) for off, ln in ranges if ln > 0)
     total = 0
     cur_a, cur_b = -1, -2
     for a, b in spans:
@@ -134,10 +134,8 @@ def converted_bytes(raw: str, fmt: str) -> int:
     """An upper bound of the size of ``raw`` converted to ``fmt`` by qemu-img."""
     unit = _UNIT[fmt]
     size = os.path.getsize(raw)
-    units: set[int] = set()
-    for off, ln in data_ranges(raw):
-        units.update(range(off // unit, (off + ln - 1) // unit + 1))
-    n = len(units)
+    ranges = data_ranges(raw)
+    n = union_pages(ranges, unit)
     nunits = -(-size // unit)
     if fmt.startswith("qcow2"):
         # header, L1 table, one 64 KiB L2 table per 512 MiB, refcount table and blocks
@@ -150,5 +148,5 @@ def converted_bytes(raw: str, fmt: str) -> int:
         return n * unit + MiB + 4 * nunits
     # vpc (dynamic): qemu-img writes only the data sectors of a block (the rest stays a hole),
     # plus a 512-byte sector bitmap before each block, the BAT, header and footers
-    data_pages = union_pages(data_ranges(raw))
+    data_pages = union_pages(ranges)
     return data_pages * PAGE + n * PAGE + 4 * nunits + 4 * 512 + 3 * 512
