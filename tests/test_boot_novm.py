@@ -14,6 +14,7 @@ folder with another umask and time zone and compared byte for byte, and then boo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,3 +102,37 @@ def test_busybox_kit_boots_with_no_vm_in_the_build(tmp_path: Path, table: str, l
     print(f"{table} {loader}: booted in {result.seconds:.0f} s: {result.marker_line}")
     assert result.booted, result.tail()
     assert " / ext4" in result.marker_line, result.marker_line
+
+
+@pytest.mark.slow
+def test_boot_code_and_core_img_placement_match_grub_install_through_the_stage(
+        tmp_path: Path, distro_stage_image) -> None:  # type: ignore[no-untyped-def]
+    """The same Debian tree, legacy: grub-install in the bootloader stage vs --bootloader grub.
+    Sector 0's boot code (boot.img as grub-bios-setup patches it) is identical; core.img
+    starts at sector 1 in both, its first sector (diskboot.img) and blocklist start and segment
+    are identical; only the blocklist's length differs: grub-install appends Reed-Solomon codes
+    (up to twice core.img's size), pydiskimg does not."""
+    stage_img, proc = distro_stage_image("legacy")
+    assert proc.returncode == 0, proc.stderr
+    env, flag = novmkit.poisoned_env(tmp_path)
+    ours = tmp_path / "ours.img"
+    r = novmkit.build("--root", distrokit.debian_tree(), "-o", ours, "--partition-table", "legacy",
+                      "--bootloader", "grub", "--kernel-cmdline", CMDLINE, "--source-date-epoch", EPOCH,
+                      "--additional-space", distrokit.ADDITIONAL_SPACE, "--json", "-q", env=env)
+    assert r.returncode == 0, r.stderr
+    assert not flag.exists()
+    with open(stage_img, "rb") as f:
+        theirs = f.read(2048 * 512)
+    with open(ours, "rb") as f:
+        mine = f.read(2048 * 512)
+    assert mine[:0x1BE] == theirs[:0x1BE]  # boot code, patched fields, disk signature
+    assert mine[0x1FE:512] == theirs[0x1FE:512]  # (the records differ with the disk size)
+    assert int.from_bytes(mine[0x5C:0x64], "little") == 1
+    assert mine[512:512 + 500] == theirs[512:512 + 500]  # diskboot.img
+    ours_bl, their_bl = mine[512 + 500:1024], theirs[512 + 500:1024]
+    assert ours_bl[:8] == their_bl[:8] == (2).to_bytes(8, "little")  # the run starts at sector 2
+    assert ours_bl[10:] == their_bl[10:] == (0x820).to_bytes(2, "little")
+    our_len, their_len = int.from_bytes(ours_bl[8:10], "little"), int.from_bytes(their_bl[8:10], "little")
+    assert their_len >= our_len
+    print(f"core.img sectors after the first: pydiskimg {our_len}, grub-install {their_len} "
+          f"(with Reed-Solomon codes); build: {json.loads(r.stdout)['stages']}")
