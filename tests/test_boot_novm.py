@@ -27,7 +27,9 @@ import pytest
 
 EPOCH = "1700000000"
 #: serial console, reboot on panic; no getty on the serial console: agetty's vhangup() of ttyS0
-#: races the distrokit marker unit's write to ttyS0 (seen: the marker lost, no power-off)
+#: races the distrokit marker unit's write to ttyS0 (seen: the marker lost, no power-off);
+#: no_timer_check: on a loaded host the kernel's IO-APIC timer check can fail under TCG (seen:
+#: a panic before any boot loader question arose)
 CMDLINE = "console=ttyS0 panic=-1 systemd.getty_auto=0 no_timer_check"
 #: (table, loader, boot with OVMF)
 CASES = [
