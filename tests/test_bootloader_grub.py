@@ -181,6 +181,17 @@ def test_generated_grub_cfg_and_kernel_order(tmp_path: Path, debian: Path) -> No
     assert fsck.returncode == 0, fsck.stdout
 
 
+def test_the_trees_own_grub_cfg_is_kept(tmp_path: Path, debian: Path) -> None:
+    root = novmkit.kernel_tree(tmp_path / "root")
+    (root / "boot" / "grub").mkdir()
+    (root / "boot" / "grub" / "grub.cfg").write_text("# the distribution's own\n")
+    img = tmp_path / "disk.img"
+    r = novmkit.build("--root", root, "-o", img, "--partition-table", "legacy+gpt", "--bootloader", "grub",
+                      "--grub-dir", debian / "usr/lib/grub", "--source-date-epoch", EPOCH, "-q")
+    assert r.returncode == 0, r.stderr
+    assert debugfs_cat(img, partitions(img)[2]["start"] * 512, "/boot/grub/grub.cfg") == b"# the distribution's own\n"
+
+
 @pytest.mark.parametrize("table", ["efi", "efixbootldr"])
 def test_systemd_boot_files_on_the_esp(tmp_path: Path, debian: Path, table: str) -> None:
     """The loader on the ESP; entries and kernels next to it (efi), or on the XBOOTLDR

@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ToolError, UsageError
 from . import structs
@@ -130,17 +131,17 @@ class EmbeddingArea:
     what: str  # for messages
 
 
-def embedding_area(layout: object) -> EmbeddingArea:
+def embedding_area(layout: Any) -> EmbeddingArea:
     """The area grub-bios-setup embeds core.img in: on an MBR disk the gap between the MBR and
     the first partition (GRUB's msdos ``embed``: sectors 1 .. first start - 1); on a GPT disk the
     BIOS boot partition (GRUB's gpt ``embed``)."""
-    parts = layout.partitions  # type: ignore[attr-defined]
-    if layout.scheme == "mbr":  # type: ignore[attr-defined]
+    parts = layout.partitions
+    if layout.scheme == "mbr":
         first = min(p.first_lba for p in parts)
         return EmbeddingArea(1, first - 1, f"the post-MBR gap (sectors 1 to {first - 1})")
     bios = next((p for p in parts if p.role == "bios"), None)
     if bios is None:
-        raise UsageError(f"bootLoader (--bootloader) grub: the {layout.table} table has no BIOS boot "  # type: ignore[attr-defined]
+        raise UsageError(f"bootLoader (--bootloader) grub: the {layout.table} table has no BIOS boot "
                          "partition to hold core.img")
     return EmbeddingArea(bios.first_lba, bios.sectors,
                          f"the BIOS boot partition {bios.number} (sectors {bios.first_lba} to {bios.last_lba})")
@@ -196,10 +197,10 @@ def patch_core_img(core_img: bytes, first_sector: int) -> bytes:
     return bytes(c)
 
 
-def install_bios(image: object, boot_img: bytes, core_img: bytes, area: EmbeddingArea) -> None:
+def install_bios(image: Any, boot_img: bytes, core_img: bytes, area: EmbeddingArea) -> None:
     """Write boot.img into sector 0 (keeping the table) and core.img into ``area``, on ``image``
     (a :class:`pydiskimg.io.Image` holding the partition table already)."""
     check_fits(area, core_img)
-    sector0 = os.pread(image.fd, structs.SECTOR, image.base)  # type: ignore[attr-defined]
-    image.write(area.first_sector * structs.SECTOR, patch_core_img(core_img, area.first_sector))  # type: ignore[attr-defined]
-    image.write(0, patch_boot_img(boot_img, sector0, area.first_sector))  # type: ignore[attr-defined]
+    sector0 = os.pread(image.fd, structs.SECTOR, image.base)
+    image.write(area.first_sector * structs.SECTOR, patch_core_img(core_img, area.first_sector))
+    image.write(0, patch_boot_img(boot_img, sector0, area.first_sector))
