@@ -110,6 +110,12 @@ def read_disk(src: Source, name: str | None = None) -> Disk:
                     disk_signature=mbr.disk_signature)
     parts = [Part(p.number, p.start, p.last, f"{p.os_type:#04x}", bootable=p.bootable)
              for p in mbr.partitions if p.os_type not in (0x05, 0x0F, 0x85)]
+    if not mbr.partitions:
+        from .fsdiff import probe  # (fsdiff imports this module's users)
+
+        if probe(src, 0, src.size) is not None:
+            # a FAT boot sector ends in 55 AA too: with no partition, it is a bare filesystem
+            return Disk("none")
     return Disk("mbr", parts, [(0, SECTOR, "MBR")], disk_signature=mbr.disk_signature,
                 table=mbr)
 

@@ -143,6 +143,14 @@ def _filesystem(source: ReadableSource, offset: int, size: int, files: bool) -> 
 
 def describe(source: ReadableSource, name: str, files: bool = False) -> dict[str, Any]:
     """The JSON description of an open image (see the module docstring)."""
+    def bare(fs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "table": {"kind": "none", "scheme": "none", "disk_bytes": source.size,
+                      "disk_sectors": source.size // 512, "sector_size": 512},
+            "partitions": [],
+            "filesystem": fs,
+        }
+
     try:
         lay = read_table(source, name=name)
     except GPTError:
@@ -152,12 +160,13 @@ def describe(source: ReadableSource, name: str, files: bool = False) -> dict[str
         fs = _filesystem(source, 0, source.size, files)
         if fs is None:
             raise MBRError(f"{e}; no filesystem found either: not a disk image") from None
-        return {
-            "table": {"kind": "none", "scheme": "none", "disk_bytes": source.size,
-                      "disk_sectors": source.size // 512, "sector_size": 512},
-            "partitions": [],
-            "filesystem": fs,
-        }
+        return bare(fs)
+    if lay.scheme == "mbr" and not lay.partitions:
+        # a FAT boot sector ends in 55 AA too: an "MBR" with no partition over a filesystem
+        # is that filesystem (as libblkid decides)
+        fs = _filesystem(source, 0, source.size, files)
+        if fs is not None:
+            return bare(fs)
     table = lay.to_dict()
     parts = table.pop("partitions")
     for p, d in zip(lay.partitions, parts, strict=True):

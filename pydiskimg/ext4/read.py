@@ -41,6 +41,7 @@ ROOT_INO = 2
 # feature bits (ext4.h)
 COMPAT_HAS_JOURNAL = 0x4
 INCOMPAT_FILETYPE = 0x2
+INCOMPAT_JOURNAL_DEV = 0x8
 INCOMPAT_EXTENTS = 0x40
 INCOMPAT_64BIT = 0x80
 INCOMPAT_INLINE_DATA = 0x8000
@@ -292,6 +293,8 @@ class Ext4:
         self.ro_compat = sb["s_feature_ro_compat"]
         self.compat = sb["s_feature_compat"]
         self.metadata_csum = bool(self.ro_compat & RO_COMPAT_METADATA_CSUM)
+        if self.incompat & INCOMPAT_JOURNAL_DEV:
+            raise Ext4Error(f"{name}: an external journal device (feature journal_dev): it holds no files")
         if self.metadata_csum and verify:
             want = csum(0xFFFFFFFF, raw[:0x3FC])
             if want != sb["s_checksum"]:

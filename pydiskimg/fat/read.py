@@ -4,7 +4,8 @@ Every structure is parsed with the declarations of :mod:`.structs`; every proble
 of range, a chain that leaves the volume, loops or ends early, a folder that contains one of its
 ancestors, a read past the end) is a :class:`~pydiskimg.errors.FATError` naming the field or
 path.  Work is bounded by the volume's size: each cluster chain is followed at most
-``clusters`` steps and each folder is read once.
+``clusters`` steps, all chains together at most 4 x ``clusters`` steps (so cross-linked files
+cannot multiply the data read), and each folder is read once.
 
 The FAT type is decided as Linux and dosfstools decide it: FAT32 when ``BPB_FATSz16`` is 0,
 otherwise FAT12 below 4085 clusters and FAT16 from there.
@@ -134,6 +135,10 @@ class _Volume:
         self.eoc = {12: 0xFF8, 16: 0xFFF8, 32: 0x0FFFFFF8}[bits]
         self.bad = self.eoc - 1
         self.fat = self._load_fat(0)
+        # every cluster belongs to at most one chain, and each chain is followed at most twice
+        # (a folder: checked, then read): more steps than that means chains share clusters
+        # (cross-links), which could otherwise make N files cost N times the volume
+        self.chain_budget = 4 * (self.clusters + 2) + 65536
 
     def read(self, pos: int, length: int, what: str) -> bytes:
         if pos < 0 or pos + length > self.size:
@@ -179,6 +184,11 @@ class _Volume:
             steps += 1
             if steps > limit:
                 raise FATError(f"{what}: the cluster chain loops (longer than the {limit} clusters of the volume)")
+            self.chain_budget -= 1
+            if self.chain_budget < 0:
+                raise FATError(
+                    f"{what}: the cluster chains read so far are over 4 times the volume's "
+                    f"{self.clusters} clusters: files share clusters (cross-linked)")
             count += 1
             nxt = int(fat[cur])
             if nxt >= self.eoc:
