@@ -36,8 +36,12 @@ which needs no root and no KVM:
 Then, in deterministic mode, :func:`repin_ext4` puts back what the seed's ``tune2fs`` lines pin
 (filesystem UUID, mount/write/check times, mount counts, check interval) and what the kernel
 changed on mount (last mount point, lifetime writes), so resize2fs and tune2fs accept the
-filesystem and ``e2fsck -fn`` stays silent.  Files the command writes still carry the
-appliance's clock: the stage is reproducible in what it pins, not in what the command creates.
+filesystem and ``e2fsck -fn`` stays silent.  Before that, deterministic mode makes the whole
+stage reproducible: the appliance's clock starts at ``SOURCE_DATE_EPOCH``, the partitions are
+mounted ``noatime``, a chrooted command finds a GRUB ``device.map`` naming the image ``(hd0)``,
+and :mod:`pydiskimg.ext4.normalize` and :mod:`pydiskimg.fat.normalize` bring back what the
+kernel changed (times clamped, inode generations, freed inodes and blocks, the journal,
+FSInfo; checksums recomputed): see :func:`bootloader_stage`.
 
 **Output and interrupts.**  libguestfs's ``command`` returns a command's output only when it
 ends, so the wrappers (:func:`chroot_argv`, :func:`appliance_script`) also copy each line, marked,
@@ -74,7 +78,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -276,6 +280,7 @@ def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs
     events = gfs.EVENT_APPLIANCE | gfs.EVENT_LIBRARY | gfs.EVENT_WARNING
     g.set_event_callback(msgs.callback, events)
     g.set_memsize(mem_size)
+    g.set_smp(1)  # one vCPU (libguestfs's default, pinned): the kernel's allocation is then repeatable
     if tcg:
         g.set_backend("direct")
         g.set_backend_settings(["force_tcg"])
@@ -452,13 +457,17 @@ def run_in_guest(
     progress: ProgressFn | None = None,
     xbootldr_part: int | None = None,
     output: ProgressFn | None = None,
+    clock: int | None = None,
 ) -> str:
     """Run ``command`` on the raw image at ``image_path`` in libguestfs's appliance.
 
     ``root_part`` is the root partition's number (``None``: the whole disk is the
     filesystem, the seed's ``partitionTableType = "none"``); ``esp_part`` the ESP's number, to
     mount at ``/boot`` (``None`` for ``legacy`` and ``legacy+gpt``); with ``xbootldr_part``
-    (``efixbootldr``) the ESP goes to ``/efi`` and XBOOTLDR to ``/boot``.  ``command`` is a shell
+    (``efixbootldr``) the ESP goes to ``/efi`` and XBOOTLDR to ``/boot``.  ``clock``
+    (deterministic mode: ``SOURCE_DATE_EPOCH``) sets the appliance's clock before anything is
+    mounted; the partitions are then mounted ``noatime`` (reading a file changes nothing) and a
+    chrooted command finds a GRUB ``device.map`` (:func:`_pin_device_map`).  ``command`` is a shell
     command line: run chrooted into the image with the image's ``/bin/sh`` by default, or with
     the appliance's shell when ``in_appliance`` (see the module documentation).  Returns the
     command's output, stdout and stderr merged in order; ``output`` is called with each line of
@@ -509,12 +518,53 @@ def run_in_guest(
                 in_appliance=in_appliance,
                 say=say,
                 lines=lines,
+                clock=clock,
             )
         finally:
             with contextlib.suppress(Exception):
                 g.close()
 
     return procs.interruptible(stage)
+
+
+def _set_clock(g: Any, clock: int, say: ProgressFn) -> None:
+    """Set the appliance's clock to ``clock`` (seconds since the epoch): what the stage stamps
+    is then ``clock`` plus the stage's own duration, never the host's date."""
+    try:
+        g.debug("sh", [f"date -u -s @{int(clock)} >/dev/null"])
+    except RuntimeError as e:
+        say(f"libguestfs: cannot set the appliance's clock to {clock}: {_one_line(str(e))}")
+
+
+#: GRUB's map of BIOS drives, read by grub-install and grub-mkconfig in the image
+_DEVICE_MAP = "/boot/grub/device.map"
+
+
+def _pin_device_map(g: Any, disk: str) -> Callable[[], None] | None:
+    """Write ``/boot/grub/device.map`` mapping ``(hd0)`` to ``disk``, when the image has none;
+    returns what removes it (and ``/boot/grub`` when made here and left empty).
+
+    Without a map, GRUB numbers BIOS drives by the kernel's names: when the appliance's own disk
+    took ``/dev/sda`` (the SCSI probe order varies from launch to launch), the image is ``hd1``
+    and grub.cfg's ``--hint-bios`` and ``set root`` say ``hd1``; with the map they say ``hd0``,
+    as in the seed's VM (one disk) and on the machine that boots the image.
+    """
+    try:
+        if g.exists(_DEVICE_MAP):
+            return None
+        made_dir = not g.is_dir("/boot/grub")
+        if made_dir:
+            g.mkdir_p("/boot/grub")
+        g.write(_DEVICE_MAP, f"(hd0)\t{disk}\n".encode())
+    except RuntimeError as e:
+        raise ToolError(f"libguestfs: cannot write {_DEVICE_MAP}: {_one_line(str(e))}") from None
+
+    def remove() -> None:
+        g.rm_f(_DEVICE_MAP)
+        if made_dir and g.is_dir("/boot/grub") and not g.ls("/boot/grub"):
+            g.rmdir("/boot/grub")
+
+    return remove
 
 
 def _run_command(
@@ -528,6 +578,7 @@ def _run_command(
     in_appliance: bool,
     say: ProgressFn,
     lines: _Console,
+    clock: int | None = None,
 ) -> str:
     """The steps on a launched appliance: mount, find devices, link, run, clean up."""
     what = "installBootLoader"
@@ -536,14 +587,18 @@ def _run_command(
         _device(root_part),
         (_device(esp_part) if esp_part is not None else None),
     )
+    opts = ""
+    if clock is not None:
+        _set_clock(g, clock, say)
+        opts = "noatime"
     try:
-        g.mount(root_dev, "/")
+        g.mount_options(opts, root_dev, "/")
         if esp_dev is not None:
             g.mkdir_p(esp_mount)
-            g.mount(esp_dev, esp_mount)
+            g.mount_options(opts, esp_dev, esp_mount)
         if xbootldr_part is not None:
             g.mkdir_p("/boot")
-            g.mount(_device(xbootldr_part), "/boot")
+            g.mount_options(opts, _device(xbootldr_part), "/boot")
     except RuntimeError as e:
         raise ToolError(
             f"libguestfs: cannot mount the image's partitions: {_one_line(str(e))}"
@@ -578,6 +633,7 @@ def _run_command(
             )
         argv = chroot_argv(command, env)
         runner = lambda: g.command(argv)  # noqa: E731
+    device_map = _pin_device_map(g, disk) if clock is not None and not in_appliance else None
     lines.start()
     try:
         with _heartbeat(say, f"{what}: still running"):
@@ -594,6 +650,8 @@ def _run_command(
             f"{_tail_line(out) or '(no output)'}"
         )
     try:
+        if device_map is not None:
+            device_map()
         g.rm_f("/etc/machine-id")
         g.umount_all()
         g.shutdown()
@@ -737,16 +795,38 @@ def bootloader_stage(
     progress: ProgressFn | None = None,
     xbootldr_part: int | None = None,
     output: ProgressFn | None = None,
+    fat_volumes: Sequence[tuple[int, int]] = (),
 ) -> str:
-    """:func:`run_in_guest`, then (deterministic mode) :func:`repin_ext4` of the root filesystem.
+    """:func:`run_in_guest`, then (deterministic mode) the normalization of what it changed.
 
     ``root_offset`` is the root filesystem's byte offset in the image (0 for a whole-disk
-    filesystem).  ``s_kbytes_written`` is read before the stage and restored after it, so the
-    superblock fields the stage touches come back exactly as the writer made them, the UUID and
-    times pinned.  Returns the command's output (also passed line by line to ``output``).
+    filesystem); ``fat_volumes`` the (byte offset, size) of each FAT volume of the image (ESP,
+    XBOOTLDR).
+
+    Deterministic mode: the appliance's clock starts at ``timestamp`` and the partitions are
+    mounted ``noatime``; after the stage (the filesystems cleanly unmounted, the appliance shut
+    down), :func:`pydiskimg.ext4.normalize.normalize` and
+    :func:`pydiskimg.fat.normalize.normalize` bring what the kernel changed back to
+    pydiskimg's rules (times clamped to ``timestamp``, generations, freed inodes, the journal,
+    freed blocks, FSInfo; checksums recomputed), given the inode tables and directory entries
+    read before the stage; then :func:`repin_ext4` pins the superblock, ``s_kbytes_written``
+    restored to its value before the stage.  Returns the command's output (also passed line by
+    line to ``output``).
     """
+    from .ext4 import normalize as ext4_normalize
+    from .fat import normalize as fat_normalize
+
     image_path = os.fspath(image_path)
     before = read_kbytes_written(image_path, root_offset) if deterministic else None
+    ext4_snap = None
+    fat_snaps: list[tuple[int, int, fat_normalize.Snapshot]] = []
+    if deterministic:
+        fd = os.open(image_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ext4_snap = ext4_normalize.snapshot(fd, root_offset)
+            fat_snaps = [(off, size, fat_normalize.snapshot(fd, off, size)) for off, size in fat_volumes]
+        finally:
+            os.close(fd)
     text = run_in_guest(
         image_path,
         root_part=root_part,
@@ -758,7 +838,24 @@ def bootloader_stage(
         progress=progress,
         xbootldr_part=xbootldr_part,
         output=output,
+        clock=timestamp if deterministic else None,
     )
     if deterministic:
+        assert ext4_snap is not None
+        t0 = time.monotonic()
+        fd = os.open(image_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            rep = ext4_normalize.normalize(fd, root_offset, timestamp=timestamp, before=ext4_snap)
+            log.info("root filesystem normalized: %s", rep)
+            for off, size, snap in fat_snaps:
+                frep = fat_normalize.normalize(fd, off, size, timestamp=timestamp, before=snap)
+                log.info("FAT volume at byte %d normalized: %s", off, frep)
+        finally:
+            os.close(fd)
         repin_ext4(image_path, root_offset, fs_uuid, timestamp=timestamp, kbytes_written=before)
+        if progress is not None:
+            progress(
+                f"installBootLoader: normalized what the stage changed in "
+                f"{time.monotonic() - t0:.1f} s ({rep.inodes_normalized} inodes)"
+            )
     return text

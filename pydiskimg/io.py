@@ -9,6 +9,8 @@ failure or an interruption.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import signal
@@ -312,3 +314,70 @@ def check_readable(path: str, what: str, folder: bool = False) -> None:
         raise UsageError(f"{what}: {path}: not a folder")
     if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
         raise UsageError(f"{what}: {path}: cannot read: permission denied")
+
+
+# ---------------------------------------------------------------------------------------------
+# making ranges read as zeros (normalization after the bootloader stage)
+# ---------------------------------------------------------------------------------------------
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_CHUNK = 1 << 20
+
+
+def _libc_fallocate() -> object | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        f = ctypes.CDLL(name, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    f.restype = ctypes.c_int
+    return f
+
+
+def zero_range(fd: int, offset: int, length: int) -> None:
+    """Make ``length`` bytes at ``offset`` of ``fd`` read as zeros: a hole where the file
+    system can punch one, else written zeros (only where they do not read as zeros already)."""
+    if length <= 0:
+        return
+    fal = _libc_fallocate()
+    if fal is not None:
+        if fal(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:  # type: ignore[operator]
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err))
+    end = offset + length
+    pos = offset
+    zeros = bytes(_ZERO_CHUNK)
+    while pos < end:
+        n = min(_ZERO_CHUNK, end - pos)
+        if any(os.pread(fd, n, pos)):
+            os.pwrite(fd, zeros[:n], pos)
+        pos += n
+
+
+def data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """Ranges of [start, end) of ``fd`` that are not holes (SEEK_DATA/SEEK_HOLE; the whole
+    range where the file system does not tell)."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    try:
+        while pos < end:
+            try:
+                d = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            if d >= end:
+                break
+            h = min(os.lseek(fd, d, os.SEEK_HOLE), end)
+            out.append((d, h))
+            pos = h
+    except OSError:
+        return [(start, end)]
+    return out

@@ -509,6 +509,9 @@ class Build:
             progress=self.progress.say,
             xbootldr_part=(lay.partition("xbootldr").number if (lay is not None and s.has_xbootldr) else None),
             output=self.progress.command_line,
+            fat_volumes=[(off, plan.size) for off, plan in ((self.esp_offset, self.fat_plan),
+                                                            (self.xbootldr_offset, self.xbootldr_plan))
+                         if plan is not None],
         )
         if out:
             log.info("bootloader stage output:\n%s", out)

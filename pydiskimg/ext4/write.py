@@ -231,23 +231,28 @@ def _write_metadata(plan: Ext4Plan, image: Image) -> None:
 
     # ---- journal superblock ----
     if p.journal_blocks:
-        jsb = journal_superblock_t.build(
-            dict(
-                h_magic=0xC03B3998, h_blocktype=4, h_sequence=0, s_blocksize=BS,
-                s_maxlen=p.journal_blocks, s_first=1, s_sequence=1, s_start=0, s_errno=0,
-                s_feature_compat=0, s_feature_incompat=0, s_feature_ro_compat=0,
-                s_uuid=opts.uuid.bytes, s_nr_users=1, s_dynsuper=0, s_max_transaction=0,
-                s_max_trans_data=0, s_checksum_type=0, s_padding2=b"\0" * 3,
-                s_num_fc_blks=0, s_head=0, s_padding=[0] * 40, s_checksum=0,
-                s_users=b"\0" * 768,
-            )
-        )
-        w.add(plan.journal_runs[0][1], jsb)
+        w.add(plan.journal_runs[0][1], journal_superblock(p.journal_blocks, opts.uuid.bytes))
 
     # ---- directories, extent trees, xattr blocks, resize inode blocks, slow symlinks ----
     for blk_nr, data in plan.blocks:
         w.add(blk_nr, data)
     w.flush()
+
+
+def journal_superblock(maxlen: int, uuid: bytes) -> bytes:
+    """The superblock of an empty internal journal of ``maxlen`` blocks, as mke2fs writes it
+    (version 2, no transaction, sequence 1, one user: the filesystem ``uuid``)."""
+    return bytes(journal_superblock_t.build(
+        dict(
+            h_magic=0xC03B3998, h_blocktype=4, h_sequence=0, s_blocksize=BS,
+            s_maxlen=maxlen, s_first=1, s_sequence=1, s_start=0, s_errno=0,
+            s_feature_compat=0, s_feature_incompat=0, s_feature_ro_compat=0,
+            s_uuid=uuid, s_nr_users=1, s_dynsuper=0, s_max_transaction=0,
+            s_max_trans_data=0, s_checksum_type=0, s_padding2=b"\0" * 3,
+            s_num_fc_blks=0, s_head=0, s_padding=[0] * 40, s_checksum=0,
+            s_users=b"\0" * 768,
+        )
+    ))
 
 
 def _superblock(plan: Ext4Plan, free_blocks: int, free_inodes: int, now: int) -> dict:
