@@ -509,12 +509,19 @@ class Build:
             progress=self.progress.say,
             xbootldr_part=(lay.partition("xbootldr").number if (lay is not None and s.has_xbootldr) else None),
             output=self.progress.command_line,
-            fat_volumes=[(off, plan.size) for off, plan in ((self.esp_offset, self.fat_plan),
-                                                            (self.xbootldr_offset, self.xbootldr_plan))
-                         if plan is not None],
+            fat_volumes=self._fat_volumes(),
         )
         if out:
             log.info("bootloader stage output:\n%s", out)
+
+    def _fat_volumes(self) -> list[tuple[int, int]]:
+        """(byte offset, size) of the image's FAT volumes: the ESP, XBOOTLDR."""
+        out = []
+        if self.fat_plan is not None:
+            out.append((self.esp_offset, self.fat_plan.size))
+        if self.xbootldr_plan is not None:
+            out.append((self.xbootldr_offset, self.xbootldr_plan.size))
+        return out
 
     def convert(self, raw: str, final: str) -> None:
         from . import qemu
