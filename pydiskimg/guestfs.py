@@ -466,8 +466,10 @@ def run_in_guest(
     mount at ``/boot`` (``None`` for ``legacy`` and ``legacy+gpt``); with ``xbootldr_part``
     (``efixbootldr``) the ESP goes to ``/efi`` and XBOOTLDR to ``/boot``.  ``clock``
     (deterministic mode: ``SOURCE_DATE_EPOCH``) sets the appliance's clock before anything is
-    mounted; the partitions are then mounted ``noatime`` (reading a file changes nothing) and a
-    chrooted command finds a GRUB ``device.map`` (:func:`_pin_device_map`).  ``command`` is a shell
+    mounted and pins its writeback (:func:`_pin_appliance`); the partitions are then mounted
+    ``noatime`` (reading a file changes nothing), the root with ext4's timed journal commits
+    off (:data:`ROOT_MOUNT_OPTIONS`), and a chrooted command finds a GRUB ``device.map``
+    (:func:`_pin_device_map`).  ``command`` is a shell
     command line: run chrooted into the image with the image's ``/bin/sh`` by default, or with
     the appliance's shell when ``in_appliance`` (see the module documentation).  Returns the
     command's output, stdout and stderr merged in order; ``output`` is called with each line of
@@ -527,13 +529,30 @@ def run_in_guest(
     return procs.interruptible(stage)
 
 
-def _set_clock(g: Any, clock: int, say: ProgressFn) -> None:
-    """Set the appliance's clock to ``clock`` (seconds since the epoch): what the stage stamps
-    is then ``clock`` plus the stage's own duration, never the host's date."""
+#: The appliance's kernel writes dirty data back only when told (sync, fsync, unmount) or when
+#: dirty memory passes most of its RAM, never by age: delayed allocation then places a file's
+#: blocks when the command's own steps say so, not when the flusher thread happens to wake up
+#: (which under TCG varies from run to run and splits files differently).
+_WRITEBACK_SYSCTLS = (
+    ("dirty_writeback_centisecs", 0),
+    ("dirty_expire_centisecs", 360000),
+    ("dirty_background_ratio", 80),
+    ("dirty_ratio", 90),
+)
+#: ext4's journal commits only when full or asked (not every 5 s): blocks a command frees are
+#: reusable only after a commit, so timed commits would make allocation depend on timing too
+ROOT_MOUNT_OPTIONS = "noatime,commit=3600"
+
+
+def _pin_appliance(g: Any, clock: int, say: ProgressFn) -> None:
+    """Set the appliance's clock to ``clock`` (seconds since the epoch), so that what the stage
+    stamps is ``clock`` plus the stage's own duration, never the host's date; and make its
+    writeback timing-independent (:data:`_WRITEBACK_SYSCTLS`)."""
+    sysctls = "; ".join(f"echo {v} > /proc/sys/vm/{k}" for k, v in _WRITEBACK_SYSCTLS)
     try:
-        g.debug("sh", [f"date -u -s @{int(clock)} >/dev/null"])
+        g.debug("sh", [f"date -u -s @{int(clock)} >/dev/null; {sysctls}"])
     except RuntimeError as e:
-        say(f"libguestfs: cannot set the appliance's clock to {clock}: {_one_line(str(e))}")
+        say(f"libguestfs: cannot pin the appliance's clock and writeback: {_one_line(str(e))}")
 
 
 #: GRUB's map of BIOS drives, read by grub-install and grub-mkconfig in the image
@@ -587,12 +606,12 @@ def _run_command(
         _device(root_part),
         (_device(esp_part) if esp_part is not None else None),
     )
-    opts = ""
+    opts = root_opts = ""
     if clock is not None:
-        _set_clock(g, clock, say)
-        opts = "noatime"
+        _pin_appliance(g, clock, say)
+        opts, root_opts = "noatime", ROOT_MOUNT_OPTIONS
     try:
-        g.mount_options(opts, root_dev, "/")
+        g.mount_options(root_opts, root_dev, "/")
         if esp_dev is not None:
             g.mkdir_p(esp_mount)
             g.mount_options(opts, esp_dev, esp_mount)
