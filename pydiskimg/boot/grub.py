@@ -6,7 +6,9 @@ Steps (``--bootloader grub``):
    them from the GRUB modules of the tree (``/usr/lib/grub/<platform>``) or ``--grub-dir``, with
    the modules needed to reach the root filesystem and an embedded configuration
    (:func:`load_cfg`): find the root filesystem by UUID, ``prefix=($root)/boot/grub``.
-   grub-install does the same (``grub-mkimage -c load.cfg``); it also adds a partition hint.
+   That is grub-install's "generic method" (``util/grub-install.c``: another disk, LVM/RAID, no
+   BIOS disk module); on a plain boot disk grub-install names the partition instead
+   (``-p (,msdos1)/boot/grub``), which assumes the disk numbering of the machine it runs on.
 2. **BIOS** (i386-pc; ``legacy``, ``legacy+gpt``, ``hybrid``): boot.img goes to the MBR's boot
    code, patched as ``grub-bios-setup`` patches it (:func:`patch_boot_img`); core.img goes to
    the embedding area (:func:`embedding_area`: the post-MBR gap, or the BIOS boot partition),
