@@ -166,8 +166,8 @@ def commit(final: bool = True) -> Iterator[None]:
     if held:
         signals.stopping = True
         raise Interrupted(held[0])
-    if final and outer is None:
-        signals.done = True
+    if final and outer is None and signal.getsignal(signal.SIGINT) is on_signal:
+        signals.done = True  # (only under the CLI: a library caller keeps its own signals)
 
 
 @contextlib.contextmanager
@@ -185,10 +185,11 @@ def atomic_output(path: str | os.PathLike[str], final: bool = False) -> Iterator
     tmp = os.path.join(parent, f".{os.path.basename(path)}.pydiskimg-{os.getpid()}.tmp")
     previous = signal.getsignal(signal.SIGTERM)
     installed = False
-    if previous is not on_signal:
+    if previous is not on_signal:  # a library call, not under the CLI: a state of its own
         with contextlib.suppress(ValueError):  # not in the main thread
             signal.signal(signal.SIGTERM, on_signal)
             installed = True
+            signals.reset()
     renamed = False
     try:
         yield tmp
@@ -202,6 +203,7 @@ def atomic_output(path: str | os.PathLike[str], final: bool = False) -> Iterator
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous)
+            signals.reset()
 
 
 def open_source(path: str) -> int:

@@ -522,3 +522,17 @@ def test_other_write_errors_are_one_line(tree: Path, tmp_path: Path, monkeypatch
     if code == errno.EDQUOT:
         assert f"(in {out}: " in text and "bytes available" in text
     assert os.listdir(out) == [], "output left behind"
+
+
+def test_library_calls_leave_the_signal_state_alone(tree: Path, tmp_path: Path) -> None:
+    """Outside the CLI (the Python API) nothing stays installed or latched: a later SIGTERM
+    still ends the caller, a later SIGINT still raises KeyboardInterrupt."""
+    import pydiskimg
+    from pydiskimg.io import signals
+
+    term, intr = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    for i in range(2):
+        pydiskimg.make_ext4(tree, tmp_path / f"fs{i}.img")
+        pydiskimg.build(pydiskimg.ImageSpec(root=str(tree), output=str(tmp_path / f"disk{i}.img")), quiet=True)
+        assert signal.getsignal(signal.SIGTERM) is term and signal.getsignal(signal.SIGINT) is intr
+        assert not signals.done and not signals.stopping and signals.held is None
