@@ -187,8 +187,8 @@ def _platform_files(tree: Tree, grub_dir: str | None, platform: str) -> tuple[di
         if os.path.isdir(d):
             for name in sorted(os.listdir(d)):
                 p = os.path.join(d, name)
-                if os.path.isfile(p):
-                    empty_ok[name] = p
+                if os.path.isfile(p):  # a symlinked file (a Nix store's links) is copied as a file
+                    empty_ok[name] = os.path.realpath(p)
         return empty_ok, f"grubDir (--grub-dir) {d}/"
     for name, node in treefiles.listdir(tree, f"/usr/lib/grub/{platform}").items():
         if treefiles.is_file(node) and node.source:
