@@ -388,6 +388,10 @@ def test_unreadable_sources_as_an_unprivileged_user() -> None:
         assert run("ext4", "-q", "--root", str(root), "-o", str(out / "fs.img")) == \
             f"pydiskimg: error: --root: {root}: cannot read: permission denied"
         os.chmod(root, 0o755)
+        esp = base / "esp"
+        esp.mkdir(mode=0o700)  # root's own: nobody cannot list it
+        assert run(*build, "--partition-table", "efi", "--esp", str(esp)) == \
+            f"pydiskimg: error: esp (--esp): {esp}: cannot read: permission denied"
         # an output folder nobody may write in
         assert run("build", "-q", "--root", str(root), "-o", str(base / "disk.img")) == \
             f"pydiskimg: error: output (-o): cannot write in folder {base}: permission denied"
