@@ -87,22 +87,7 @@ INODE_CSUM = {"l_i_checksum_lo", "i_checksum_hi"}
 
 def has_super(fs: e4.Ext4, g: int) -> bool:
     """Whether group ``g`` holds a superblock copy (sparse_super, sparse_super2)."""
-    if g == 0:
-        return True
-    if fs.compat & 0x200:  # sparse_super2
-        bgs = fs.sb["s_backup_bgs"]
-        return g in (int.from_bytes(bgs[0:4], "little"), int.from_bytes(bgs[4:8], "little"))
-    if not fs.ro_compat & 0x1:
-        return True
-    if g == 1:
-        return True
-    for p in (3, 5, 7):
-        x = p
-        while x < g:
-            x *= p
-        if x == g:
-            return True
-    return False
+    return fs.has_super(g)
 
 
 @dataclass

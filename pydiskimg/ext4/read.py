@@ -40,12 +40,15 @@ ROOT_INO = 2
 
 # feature bits (ext4.h)
 COMPAT_HAS_JOURNAL = 0x4
+COMPAT_SPARSE_SUPER2 = 0x200
 INCOMPAT_FILETYPE = 0x2
 INCOMPAT_JOURNAL_DEV = 0x8
+INCOMPAT_META_BG = 0x10
 INCOMPAT_EXTENTS = 0x40
 INCOMPAT_64BIT = 0x80
 INCOMPAT_INLINE_DATA = 0x8000
 INCOMPAT_CSUM_SEED = 0x2000
+RO_COMPAT_SPARSE_SUPER = 0x1
 RO_COMPAT_HUGE_FILE = 0x8
 RO_COMPAT_GDT_CSUM = 0x10
 RO_COMPAT_BIGALLOC = 0x200
@@ -360,12 +363,24 @@ class Ext4:
         # s_first_data_block is 0 but the superblock is in block 1 (as libext2fs reads it)
         sb_block = self.first_data_block or (1 if bs == 1024 else 0)
         self.gdt_block = sb_block + 1
-        self.gdt_blocks = -(-self.groups * self.desc_size // bs)
-        if self.incompat & 0x10:  # meta_bg
-            raise Ext4Error(f"{name}: meta_bg filesystems are not supported by this reader")
-        self._gdt_raw = self._read_blocks(self.gdt_block, self.gdt_blocks, "group descriptors")
-        self.gd: list[dict[str, int]] = [self._parse_gd(g) for g in range(self.groups)]
+        #: descriptor blocks in all, and how many of them follow the superblock (the rest, with
+        #: meta_bg, sit in the first groups of each meta group)
+        self.desc_blocks = -(-self.groups * self.desc_size // bs)
+        self.gdt_blocks = self.desc_blocks
+        self.meta_bg = bool(self.incompat & INCOMPAT_META_BG)
+        if self.meta_bg:
+            # libext2fs refuses s_first_meta_bg past the descriptor blocks (e2fsck clears it)
+            if sb["s_first_meta_bg"] > self.desc_blocks:
+                raise Ext4Error(
+                    f"{name}: s_first_meta_bg {sb['s_first_meta_bg']} exceeds the "
+                    f"{self.desc_blocks} group descriptor blocks")
+            self.gdt_blocks = sb["s_first_meta_bg"]
+        self._desc_block_cache: dict[int, bytes] = {}
         self._inode_cache: dict[int, Inode] = {}
+        self.gd = GroupDescriptors(self)
+        # a filesystem of ordinary size has every descriptor checked now; beyond, on use
+        for g in range(min(self.groups, GroupDescriptors.CACHE)):
+            self.gd[g]
 
     # -- low level ----------------------------------------------------------------------------
     def _read_blocks(self, blk: int, count: int, what: str) -> bytes:
@@ -384,9 +399,54 @@ class Ext4:
     def read_block(self, blk: int, what: str) -> bytes:
         return self._read_blocks(blk, 1, what)
 
+    def has_super(self, g: int) -> bool:
+        """Whether group ``g`` holds a superblock copy (sparse_super, sparse_super2)."""
+        if g <= 1:
+            return g == 0 or not self.compat & COMPAT_SPARSE_SUPER2 or g in self._backup_bgs()
+        if self.compat & COMPAT_SPARSE_SUPER2:
+            return g in self._backup_bgs()
+        if not self.ro_compat & RO_COMPAT_SPARSE_SUPER:
+            return True
+        for p in (3, 5, 7):
+            x = p
+            while x < g:
+                x *= p
+            if x == g:
+                return True
+        return False
+
+    def _backup_bgs(self) -> tuple[int, int]:
+        bgs = self.sb["s_backup_bgs"]
+        return int.from_bytes(bgs[0:4], "little"), int.from_bytes(bgs[4:8], "little")
+
+    def desc_block(self, g: int) -> int:
+        """The block holding group ``g``'s descriptor (libext2fs' descriptor_block_loc)."""
+        i = g * self.desc_size // self.block_size
+        if not self.meta_bg or i < self.gdt_blocks:
+            return self.gdt_block + i
+        first = i * (self.block_size // self.desc_size)  # first group of its meta group
+        blk = self.first_data_block + first * self.bpg
+        if blk == 0 and self.block_size == 1024:
+            blk = 1
+        return blk + (1 if self.has_super(first) else 0)
+
+    def group_desc_raw(self, g: int) -> bytes:
+        """Group ``g``'s descriptor, ``desc_size`` bytes."""
+        if not 0 <= g < self.groups:
+            raise Ext4Error(f"{self.name}: group {g} does not exist (0..{self.groups - 1})")
+        blk = self.desc_block(g)
+        data = self._desc_block_cache.get(blk)
+        if data is None:
+            data = self.read_block(blk, f"group {g} descriptor block {blk}")
+            if len(self._desc_block_cache) >= 4096:
+                self._desc_block_cache.clear()
+            self._desc_block_cache[blk] = data
+        off = g * self.desc_size % self.block_size
+        return data[off:off + self.desc_size]
+
     def _parse_gd(self, g: int) -> dict[str, int]:
         ds = self.desc_size
-        raw = self._gdt_raw[g * ds:(g + 1) * ds]
+        raw = self.group_desc_raw(g)
         buf = raw[:64] if ds >= 64 else raw + bytes(64 - len(raw))
         d = dict(zip((n for n, _ in GROUP_DESC_FIELDS), _GD.unpack(buf), strict=True))
         if self.verify and self.metadata_csum:
@@ -407,8 +467,6 @@ class Ext4:
                     f"outside the filesystem's {self.blocks_count} blocks")
         return d
 
-    def group_desc_raw(self, g: int) -> bytes:
-        return self._gdt_raw[g * self.desc_size:(g + 1) * self.desc_size]
 
     # -- inodes --------------------------------------------------------------------------------
     def inode_location(self, ino: int) -> int:
@@ -922,6 +980,33 @@ class Ext4:
             "nr_users": nr_users,
         })
         return out
+
+
+class GroupDescriptors:
+    """``fs.gd[g]``: group ``g``'s parsed descriptor, read and checked on first use.
+
+    Descriptors are read block by block as needed and at most :data:`CACHE` parsed ones are
+    kept, so a hostile superblock claiming hundreds of millions of groups costs nothing until
+    those groups are used (reading everything up front would allocate gigabytes).
+    """
+
+    CACHE = 1 << 16
+
+    def __init__(self, fs: Ext4) -> None:
+        self.fs = fs
+        self._cache: dict[int, dict[str, int]] = {}
+
+    def __len__(self) -> int:
+        return self.fs.groups
+
+    def __getitem__(self, g: int) -> dict[str, int]:
+        d = self._cache.get(g)
+        if d is None:
+            d = self.fs._parse_gd(g)
+            if len(self._cache) >= self.CACHE:
+                self._cache.clear()
+            self._cache[g] = d
+        return d
 
 
 def _zeros(n: int, chunk: int, budget: Budget | None = None, bs: int = 4096,
