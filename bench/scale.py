@@ -8,7 +8,8 @@ them), generated from a fixed seed: the same N gives the same names, sizes, cont
 warmed by reading the tree, then each round runs pydiskimg (``--size auto``) and
 ``mkfs.ext4 -d -i 4096`` (the same size, and enough inodes) one after the other, as separate
 processes, in the same run: the machine's noise hits both.  Wall time is the best of the rounds
-(the spread is printed), peak RSS comes from ``wait4()``, the read floor is
+(every round is in ``--json``), CPU time (user + system, less sensitive to a busy machine)
+and peak RSS come from ``wait4()``, the read floor is
 ``tar cf - . | cat >/dev/null`` on the warm tree, and both images go through ``e2fsck -fn``.
 
 The memory budget of issue 11 is 1 KiB per file plus 150 MB; ``budget`` says whether the peak
@@ -24,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -87,8 +89,8 @@ def generate(dest: str, files: int, seed: int = 11) -> str:
     return dest
 
 
-def timed(cmd: list[str], shell: bool = False) -> tuple[float, int]:
-    """Run ``cmd``; (wall seconds, peak RSS in KiB of the process tree's largest member)."""
+def timed(cmd: list[str], shell: bool = False) -> tuple[float, int, float]:
+    """Run ``cmd``; (wall seconds, peak RSS in KiB, CPU seconds: user + system)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(proc.pid, 0)
@@ -99,7 +101,7 @@ def timed(cmd: list[str], shell: bool = False) -> tuple[float, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd) if not shell else cmd[0]} failed ({proc.returncode}): {err}")
-    return dt, ru.ru_maxrss
+    return dt, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
 
 
 def read_floor(tree: str) -> float:
@@ -123,13 +125,13 @@ def mkfs_cmd(tree: str, image: str, size: int) -> list[str]:
             "-d", tree, image, f"{size // 1024}k"]
 
 
-def bench_one(tree: str, files: int, workdir: str, rounds: int, check: bool) -> dict[str, object]:
+def bench_one(tree: str, files: int, workdir: str, rounds: int, check: bool) -> dict[str, Any]:
     img_p = os.path.join(workdir, "pyd.img")
     img_m = os.path.join(workdir, "mkfs.img")
     read_floor(tree)  # warm the page cache
     floors = [read_floor(tree)]
-    pyd: list[tuple[float, int]] = []
-    mk: list[tuple[float, int]] = []
+    pyd: list[tuple[float, int, float]] = []
+    mk: list[tuple[float, int, float]] = []
     for _ in range(rounds):
         for p in (img_p, img_m):
             if os.path.exists(p):
@@ -144,14 +146,15 @@ def bench_one(tree: str, files: int, workdir: str, rounds: int, check: bool) -> 
     verdict_m = fsck(img_m) if check else "-"
     for p in (img_p, img_m):
         os.unlink(p)
-    tp = min(t for t, _ in pyd)
-    tm = min(t for t, _ in mk)
-    rss_p = max(r for _, r in pyd)
+    tp = min(t for t, _, _ in pyd)
+    tm = min(t for t, _, _ in mk)
+    rss_p = max(r for _, r, _ in pyd)
     budget = rss_p * 1024 <= files * 1024 + 150_000_000
     return {
-        "files": files, "pyd_s": tp, "pyd_all": [round(t, 2) for t, _ in pyd],
-        "mkfs_s": tm, "mkfs_all": [round(t, 2) for t, _ in mk], "ratio": tp / tm,
-        "pyd_rss_kib": rss_p, "mkfs_rss_kib": max(r for _, r in mk),
+        "files": files, "pyd_s": tp, "pyd_all": [round(t, 2) for t, _, _ in pyd],
+        "mkfs_s": tm, "mkfs_all": [round(t, 2) for t, _, _ in mk], "ratio": tp / tm,
+        "pyd_cpu": min(c for _, _, c in pyd), "mkfs_cpu": min(c for _, _, c in mk),
+        "pyd_rss_kib": rss_p, "mkfs_rss_kib": max(r for _, r, _ in mk),
         "rss_per_file_kib": rss_p / files, "budget": budget,
         "floor_s": min(floors), "vs_floor": tp / min(floors),
         "us_per_file": tp / files * 1e6,
@@ -159,18 +162,20 @@ def bench_one(tree: str, files: int, workdir: str, rounds: int, check: bool) -> 
     }
 
 
-def format_table(rows: list[dict[str, object]]) -> str:
+def format_table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| files | pydiskimg | mkfs.ext4 -d | ratio | pydiskimg peak RSS (per file, budget) "
-        "| mkfs peak RSS | read floor | pydiskimg / floor | µs/file | e2fsck pydiskimg / mkfs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| files | pydiskimg | mkfs.ext4 -d | ratio | CPU pydiskimg / mkfs | pydiskimg peak RSS "
+        "(per file, budget) | mkfs peak RSS | read floor | pydiskimg / floor | µs/file "
+        "| e2fsck pydiskimg / mkfs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {label(int(r['files']))} | {r['pyd_s']:.2f} s | {r['mkfs_s']:.2f} s "  # type: ignore[str-format]
-            f"| {r['ratio']:.2f} | {int(r['pyd_rss_kib']) / 1024:.0f} MiB "  # type: ignore[call-overload]
+            f"| {label(int(r['files']))} | {r['pyd_s']:.2f} s | {r['mkfs_s']:.2f} s "
+            f"| {r['ratio']:.2f} | {r['pyd_cpu']:.2f} s / {r['mkfs_cpu']:.2f} s "
+            f"| {int(r['pyd_rss_kib']) / 1024:.0f} MiB "
             f"({r['rss_per_file_kib']:.2f} KiB, {'ok' if r['budget'] else 'over'}) "
-            f"| {int(r['mkfs_rss_kib']) / 1024:.1f} MiB "  # type: ignore[call-overload]
+            f"| {int(r['mkfs_rss_kib']) / 1024:.1f} MiB "
             f"| {r['floor_s']:.2f} s | {r['vs_floor']:.2f} | {r['us_per_file']:.1f} "
             f"| {r['fsck_pyd']} / {r['fsck_mkfs']} |"
         )
