@@ -525,3 +525,36 @@ def test_auto_size_retry_keeps_the_plan_consistent(tmp_path: Path, monkeypatch: 
     ext4check.assert_tree_matches(img, src)
     out = subprocess.run(["debugfs", "-R", "stat /lost+found", str(img)], capture_output=True, text=True).stdout
     assert "Size: 16384" in out and "Blockcount: 32" in out, out
+
+
+def test_times_kept_per_inode(tmp_path: Path) -> None:
+    """Outside deterministic mode a node carries its own atime/ctime/crtime: each lands in its
+    inode field with its nanoseconds and epoch bits (debugfs decodes them), before 1970 and
+    after 2038 included; a node without them gets its mtime there."""
+    from pydiskimg.tree import Kind, Node, Tree
+
+    src = tmp_path / "s"
+    src.write_bytes(b"x")
+    root = Node(Kind.DIR, 0o755)
+    times = {"mtime": 10**18 + 5, "atime": 2 * 10**18 + 7, "ctime": -100 * 10**9 + 9,
+             "crtime": 5 * 10**18 + 11}
+    root.entries[b"f"] = Node(Kind.REG, 0o644, size=1, source=str(src), mtime_ns=times["mtime"],
+                              atime_ns=times["atime"], ctime_ns=times["ctime"],
+                              crtime_ns=times["crtime"])
+    root.entries[b"g"] = Node(Kind.REG, 0o644, mtime_ns=-5 * 10**9 + 3)
+    img = tmp_path / "t.img"
+    make_filesystem(Tree(root), img)
+    ext4check.assert_fsck_clean(img)
+    out = ext4check.debugfs_batch(img, ["stat /f", "stat /g"])
+
+    def field(text: bytes, name: str) -> int:
+        m = re.search(rb"^\s*" + name.encode() + rb": 0x([0-9a-f]+):([0-9a-f]+)", text, re.M)
+        assert m, (name, text)
+        lo, extra = int(m.group(1), 16), int(m.group(2), 16)
+        sec = (lo - (1 << 32) if lo & 0x80000000 else lo) + ((extra & 3) << 32)
+        return sec * 10**9 + (extra >> 2)
+
+    for name, want in times.items():
+        assert field(out[0], name) == want, name
+    for name in times:
+        assert field(out[1], name) == -5 * 10**9 + 3, name

@@ -243,3 +243,19 @@ def test_name_too_long_and_vanished(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(SourceError) as info:
         scan(tmp_path)
     assert str(info.value) == f"{tmp_path}/d/{'y' * 255}: vanished while scanning"
+
+
+def test_entries_only_for_folders(tmp_path: Path) -> None:
+    """A folder gets a dict of its own; every other node shares one empty read-only mapping
+    (a tree holds millions of files), so adding a child to a file fails loudly."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_bytes(b"x")
+    tree = scan(tmp_path)
+    f = tree.root.entries[b"f"]
+    assert f.kind is Kind.REG and len(f.entries) == 0 and f.entries.get(b"x") is None
+    with pytest.raises(TypeError):
+        f.entries[b"x"] = f
+    a, b = Node(Kind.DIR, 0o755), Node(Kind.DIR, 0o755)
+    a.entries[b"k"] = f
+    assert b.entries == {} and tree.root.entries[b"d"].entries == {}
+    assert not hasattr(f, "__dict__")  # slots
