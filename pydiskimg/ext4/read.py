@@ -195,7 +195,7 @@ class Inode:
     def mode(self) -> int:
         return int(self.f["i_mode"])
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
         return _KIND.get(stat.S_IFMT(self.mode), "unknown")
 
@@ -613,6 +613,23 @@ class Ext4:
         ino = inode.ino
         apb = self.block_size // 4
         ptrs = struct.unpack_from("<15I", inode.f["i_block"])
+        if nblocks <= 12:  # direct pointers only (most folders and small files): no closures
+            out: list[Extent] = []
+            start = length = 0
+            for k in range(nblocks):
+                p = ptrs[k]
+                if not p:
+                    continue
+                if p >= self.blocks_count or p < self.first_data_block:
+                    raise Ext4Error(f"{self.name}: inode {ino}: block pointer {p} at logical block {k} is outside the filesystem")
+                if length and out[-1].lblk + length == k and start + length == p:
+                    length += 1
+                    out[-1] = Extent(out[-1].lblk, start, length)
+                else:
+                    start, length = p, 1
+                    out.append(Extent(k, p, 1))
+            bm.extents = out
+            return
         seen: set[int] = set()
         runs: list[list[int]] = []
 
