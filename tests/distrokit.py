@@ -74,6 +74,8 @@ ln -sf /etc/systemd/system/pydiskimg-marker.service \
     "$1/etc/systemd/system/multi-user.target.wants/pydiskimg-marker.service"
 cat > "$1/etc/default/grub" <<'EOF'
 {_DEFAULT_GRUB}EOF
+# no serial getty: its vhangup of ttyS0 can swallow the marker unit's line
+ln -sf /dev/null "$1/etc/systemd/system/serial-getty@ttyS0.service"
 echo debian12 > "$1/etc/hostname"
 : > "$1/etc/machine-id"
 """
