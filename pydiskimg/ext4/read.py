@@ -970,7 +970,12 @@ class Ext4:
             "checksum": sb["s_checksum"] if self.metadata_csum else None,
         }
         if self.compat & COMPAT_HAS_JOURNAL:
-            info["journal"] = self.journal_info()
+            # a broken journal does not hide the files (debugfs and a read-only mount without
+            # recovery read them too): it is reported in place
+            try:
+                info["journal"] = self.journal_info()
+            except Ext4Error as e:
+                info["journal"] = {"inode": sb["s_journal_inum"], "error": str(e)}
         return info
 
     def journal_info(self) -> dict[str, Any]:
