@@ -423,3 +423,37 @@ def test_cli_subprocess(corpus: dict[str, Path], name: str) -> None:
                        check=False)
     assert p.returncode in (0, 2), p.stderr
     _check_stderr(("inspect", name), p.returncode, p.stderr)
+
+
+def _blkid_label(image: Path) -> bytes | None:
+    """The raw LABEL libblkid reads (``ID_FS_LABEL_ENC``, ``\\xNN``-escaped), None without one."""
+    p = subprocess.run(["blkid", "-p", "-o", "udev", str(image)], capture_output=True, text=True,
+                       check=False)
+    for line in p.stdout.splitlines():
+        if line.startswith("ID_FS_LABEL_ENC="):
+            enc = line.split("=", 1)[1]
+            return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), enc).encode("latin-1")
+    return None
+
+
+def test_fat_root_labels_agree_with_blkid(corpus: dict[str, Path]) -> None:
+    """The volume label in a FAT root folder (which libblkid prefers to the boot sector's), as
+    bytes, equals what blkid reads, 0xE5 stored as 0x05 included (fat32_cp850_O_tilde)."""
+    _need_corpora()
+    if shutil.which("blkid") is None:
+        pytest.skip("blkid is missing")
+    compared, wrong = [], []
+    for name in NAMES:
+        if not name.startswith("blkid-fs/"):
+            continue
+        rc, out, _ = inspect_files(corpus[name])
+        fs = json.loads(out)["filesystem"] if rc == 0 else None
+        if not fs or not fs.get("type", "").startswith("FAT") or fs.get("root_label") is None:
+            continue
+        theirs = _blkid_label(corpus[name])
+        ours = fs["root_label"].encode("cp437")
+        compared.append(name)
+        if ours != (theirs or b""):
+            wrong.append((name, ours, theirs))
+    assert len(compared) >= 10, compared
+    assert not wrong, wrong

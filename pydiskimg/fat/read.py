@@ -282,7 +282,9 @@ def _entries(data: bytes) -> Iterator[tuple[str, np.void, str | None]]:
         e = arr[i]
         if attr & ATTR_VOLUME_ID:
             slots, want = {}, 0
-            yield "", e, raw.rstrip(b" ").decode("cp437")
+            # a first byte 0xE5 is stored as 0x05 (0xE5 marks a deleted entry), as in names
+            label = (b"\xe5" + raw[1:] if raw[:1] == b"\x05" else raw).rstrip(b" ")
+            yield "", e, label.decode("cp437")
             continue
         name = None
         if slots and want == 0 and 1 in slots and _lfn_checksum(raw) == csum:
