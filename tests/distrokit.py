@@ -6,7 +6,9 @@ and UEFI (``grub-efi-amd64-bin``), and ``systemd-boot-efi``.  A unit,
 ``pydiskimg-marker.service``, runs once ``multi-user.target`` is reached: it prints
 :data:`MARKER` on the serial console (computed by the shell, so the string is in no file of the
 image) and powers the machine off.  ``/etc/default/grub`` puts the console on ttyS0 and the
-timeout at 0, so ``update-grub`` in the tree writes a configuration the tests can boot.
+timeout at 0 and ``no_timer_check`` (under TCG on a loaded host the IO-APIC timer check can
+fail and panic the kernel), so ``update-grub`` in the tree writes a configuration the tests can
+boot; the serial getty is masked (its vhangup of ttyS0 raced the marker unit).
 
 The cache lives in ``$PYDISKIMG_DISTRO_CACHE`` (default ``/var/cache/pydiskimg-test``), one
 folder per recipe (its name carries a hash of the recipe below); a lock file lets parallel test
@@ -58,7 +60,7 @@ GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
 GRUB_DISTRIBUTOR=Debian
 GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=ttyS0 panic=-1"
+GRUB_CMDLINE_LINUX="console=ttyS0 panic=-1 no_timer_check"
 GRUB_TERMINAL=serial
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
