@@ -307,8 +307,12 @@ class Build:
             deterministic=s.deterministic,
         )
         table = s.partition_table
+        # numbering and folder blocks once, for both sizes when auto-sizing
+        prep = ext4.prepare(self.tree, opts)
         if s.disk_size is None:
-            need = ext4.plan(self.tree, None, opts, additional_space=s.additional_space).size
+            need = ext4.plan(
+                self.tree, None, opts, additional_space=s.additional_space, prepared=prep
+            ).size
             if table == "none":
                 disk = _round_up(need, MiB)
             else:
@@ -322,7 +326,9 @@ class Build:
         else:
             root_off, root_size = 0, disk
         try:
-            self.ext4_plan = ext4.plan(self.tree, root_size - root_size % BLOCK, opts)
+            self.ext4_plan = ext4.plan(
+                self.tree, root_size - root_size % BLOCK, opts, prepared=prep
+            )
         except DoesNotFitError as e:
             if s.disk_size is None or e.needed <= e.given:
                 raise

@@ -78,6 +78,10 @@ class Node:
     rdev_minor: int = 0
     #: where it came from, for error messages
     origin: str = ""
+    #: the scanner saw one link (``st_nlink`` 1, not a folder): no other name in the tree can
+    #: be this node, so writers may skip their hardlink bookkeeping for it.  False (the
+    #: default) for nodes made any other way: they are checked.
+    single: bool = False
 
     def __post_init__(self) -> None:
         if self.entries is None:
@@ -243,13 +247,17 @@ class _Scanner:
         kind = _KIND_OF_FMT.get(fmt)
         if kind is None:
             raise SourceError(f"{os.fsdecode(path)}: unsupported file type {fmt:#o}")
-        if st.st_nlink > 1 and kind is not Kind.DIR:
+        single = False
+        if kind is Kind.DIR:
+            key = None
+        elif st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
             prev = self.links.get(key)
             if prev is not None:
                 return prev
         else:
             key = None
+            single = True
         mtime = st.st_mtime_ns
         if self.clamp_ns is not None and mtime > self.clamp_ns:
             mtime = self.clamp_ns
@@ -269,6 +277,7 @@ class _Scanner:
             None,
             _xattrs(path) if names or names is None else (),
             origin=path.decode(_FS_ENCODING, _FS_ERRORS),
+            single=single,
         )
         if kind is Kind.REG:
             n.size = size = st.st_size

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pydiskimg.errors import DoesNotFitError, SourceError, UsageError
-from pydiskimg.ext4 import Ext4Options, make_filesystem, plan, write
+from pydiskimg.errors import DoesNotFitError, InternalError, SourceError, UsageError
+from pydiskimg.ext4 import Ext4Options, make_filesystem, plan, prepare, write
 from pydiskimg.ext4.geometry import backup_groups
 from pydiskimg.io import Image
 from pydiskimg.tree import scan
@@ -238,6 +238,60 @@ def test_write_at_offset(tmp_path: Path, small_tree: Path) -> None:
         image.close()
     ext4check.assert_fsck_clean(img, off)
     ext4check.assert_tree_matches(img, os.fsencode(small_tree), off)
+
+
+def test_shared_node_made_by_hand_is_one_inode(tmp_path: Path) -> None:
+    """A node placed under two names by hand (not from the scanner: ``single`` False) is one
+    inode with two links, as debugfs reads it; a folder under two names is refused."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"shared data\n")
+    tree = scan(src)
+    a = tree.root.entries[b"a"]
+    a.single = False  # as any node not from the scanner
+    tree.root.entries[b"b"] = a
+    img = tmp_path / "h.img"
+    make_filesystem(tree, img, None, Ext4Options(timestamp=1234567890))
+    ext4check.assert_fsck_clean(img)
+    out = ext4check.debugfs_batch(img, ["stat /a", "stat /b", "cat /b"])
+    inos = [re.search(rb"Inode: (\d+)", o).group(1) for o in out[:2]]
+    assert inos[0] == inos[1]
+    assert re.search(rb"Links: 2\b", out[0])
+    assert out[2] == b"shared data\n"
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    t2 = scan(d)
+    t2.root.entries[b"again"] = t2.root.entries[b"sub"]
+    with pytest.raises(SourceError, match="reachable under two names"):
+        plan(t2, None, Ext4Options())
+
+
+def test_prepared_once_for_two_sizes(tmp_path: Path, small_tree: Path) -> None:
+    """prepare() then plan() at two sizes writes the images plan() alone writes, both fsck
+    clean and reading back as the source; a preparation for another tree is refused."""
+    opts = Ext4Options(timestamp=1234567890)
+    tree = scan(small_tree)
+    prep = prepare(tree, opts)
+    small = plan(tree, None, opts, prepared=prep)
+    for size in (small.size, small.size + 64 * MiB):
+        pa = plan(tree, size, opts, prepared=prep)
+        pb = plan(scan(small_tree), size, opts)
+        shas = []
+        for name, p in (("a", pa), ("b", pb)):
+            img = tmp_path / f"{name}{size}.img"
+            image = Image.create(img, p.size)
+            try:
+                write(p, image)
+            finally:
+                image.close()
+            shas.append(hashlib.sha256(img.read_bytes()).hexdigest())
+        ext4check.assert_fsck_clean(img)
+        ext4check.assert_tree_matches(img, os.fsencode(small_tree))
+        assert shas[0] == shas[1]
+    with pytest.raises(InternalError):
+        plan(scan(small_tree), None, opts, prepared=prep)
+    with pytest.raises(InternalError):
+        plan(tree, None, Ext4Options(timestamp=1), prepared=prep)
 
 
 # ---------------------------------------------------------------------------------------------

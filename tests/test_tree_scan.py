@@ -259,3 +259,17 @@ def test_entries_only_for_folders(tmp_path: Path) -> None:
     a.entries[b"k"] = f
     assert b.entries == {} and tree.root.entries[b"d"].entries == {}
     assert not hasattr(f, "__dict__")  # slots
+
+
+def test_single_marks_one_link_only(torture_tree: Path) -> None:
+    """``single`` (writers skip their hardlink bookkeeping) is set exactly for the non-folders
+    whose lstat says one link; folders and hardlinked files keep the default."""
+    tree = scan(torture_tree)
+    root = os.fsencode(torture_tree)
+    seen = 0
+    for path, n in tree.walk()[1:]:
+        st = os.lstat(root + path)
+        assert n.single == (st.st_nlink == 1 and n.kind is not Kind.DIR), path
+        seen += n.single
+    assert seen and not tree.root.single
+    assert not Node(Kind.REG, 0o644).single  # nodes made by hand are checked

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..io import Image, atomic_output, check_space, output_errors
 from ..tree import Tree
-from .plan import DEFAULT_UUID, Ext4Options, Ext4Plan, plan
+from .plan import DEFAULT_UUID, Ext4Options, Ext4Plan, Prepared, plan, prepare
 from .write import write as _write
 
 
@@ -53,4 +53,6 @@ def make_filesystem(
     return p
 
 
-__all__ = ["DEFAULT_UUID", "Ext4Options", "Ext4Plan", "make_filesystem", "plan", "write"]
+__all__ = [
+    "DEFAULT_UUID", "Ext4Options", "Ext4Plan", "Prepared", "make_filesystem", "plan", "prepare", "write",
+]

@@ -224,14 +224,22 @@ def _number(
     while stack:
         k, ino, parent, it, entries = stack[-1]
         for name, child in it:
-            c = seen.get(id(child))
-            if c is None:
+            if child.single:  # one link (the scanner says so): new, and never met again
+                c = len(nodes)
+                nodes.append(child)
+                links.append(1)
+                kind = child.kind
+                entries.append((name, base + c, int(kind)))
+                continue
+            got = seen.get(id(child))
+            if got is None:
                 c = len(nodes)
                 nodes.append(child)
                 links.append(1)
                 seen[id(child)] = c
                 new = True
             else:
+                c = got
                 new = c == lf_k and links[c] == 0
                 if not new and child.kind is DIR:
                     raise SourceError(f"{child.origin or name!r}: folder reachable under two names")
@@ -387,7 +395,12 @@ def no_gc() -> Iterator[None]:
 
 
 def plan(
-    tree: Tree, size: int | None, options: Ext4Options, *, additional_space: int = 0
+    tree: Tree,
+    size: int | None,
+    options: Ext4Options,
+    *,
+    additional_space: int = 0,
+    prepared: Prepared | None = None,
 ) -> Ext4Plan:
     """Plan the filesystem for ``tree``.
 
@@ -395,16 +408,48 @@ def plan(
     a journal) that holds the tree with mke2fs's geometry for that size -- enough inodes,
     blocks for everything, the 5 % root reserve left free -- plus ``additional_space`` bytes
     free beyond that.  A fixed ``size`` too small raises
-    :class:`~pydiskimg.errors.DoesNotFitError` with the size needed.
+    :class:`~pydiskimg.errors.DoesNotFitError` with the size needed.  ``prepared`` (from
+    :func:`prepare` with the same tree and options) skips the size-independent half: inode
+    numbers, folder blocks and per-inode columns, so a caller planning twice (the smallest
+    size, then the partition's) does that work once.
     """
-    with no_gc():
-        return _plan(tree, size, options, additional_space)
-
-
-def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: int) -> Ext4Plan:
-    label = options.label_bytes()
     if additional_space < 0:
         raise UsageError(f"ext4 additional space: {additional_space} is negative")
+    with no_gc():
+        if prepared is None:
+            prepared = _prepare(tree, options)
+        elif prepared.tree is not tree or prepared.options != options:
+            raise InternalError("ext4 plan: prepared for another tree or other options")
+        return _plan(prepared, size, additional_space)
+
+
+@dataclass(eq=False)
+class Prepared:
+    """The part of a plan that does not depend on the filesystem's size (see :func:`prepare`)."""
+
+    tree: Tree
+    options: Ext4Options
+    label: bytes
+    csum_seed: int
+    hash_seed_words: tuple[int, ...]
+    tab: _Inodes
+    cols: _Columns
+    max_ino: int
+    xlist: list[BlockXattrs]
+    xblocks: dict[BlockXattrs, int]
+    #: data, shared xattr and extent tree blocks before any split by the layout
+    need_blocks: int
+
+
+def prepare(tree: Tree, options: Ext4Options) -> Prepared:
+    """Number the inodes, build every folder's blocks and the per-inode columns of ``tree``:
+    what :func:`plan` does before it knows the size, reusable for several sizes."""
+    with no_gc():
+        return _prepare(tree, options)
+
+
+def _prepare(tree: Tree, options: Ext4Options) -> Prepared:
+    label = options.label_bytes()
     ts = options.timestamp
     seed_uuid = options.seed_uuid()
     hash_seed_words = struct.unpack("<4I", seed_uuid.bytes)
@@ -427,8 +472,15 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
 
     # tree blocks without any split by the layout (lower bound; the allocation refines it)
     t_base = sum(_tree_need(cols, int(k)) for k in _big(cols))
-    need_inodes = max_ino
-    need_blocks = data_blocks + n_x + t_base + -(-additional_space // BS)
+    return Prepared(
+        tree, options, label, csum_seed, hash_seed_words, tab, cols, max_ino, xlist, xblocks,
+        data_blocks + n_x + t_base,
+    )
+
+
+def _plan(prep: Prepared, size: int | None, additional_space: int) -> Ext4Plan:
+    need_inodes = prep.max_ino
+    need_blocks = prep.need_blocks + -(-additional_space // BS)
 
     if size is None:
         blocks = auto_blocks(need_blocks, need_inodes)
@@ -447,8 +499,8 @@ def _plan(tree: Tree, size: int | None, options: Ext4Options, additional_space: 
     while True:
         try:
             return _allocate(
-                blocks, options, label, tab, cols, max_ino, xlist, xblocks,
-                csum_seed, hash_seed_words, size is None,
+                blocks, prep.options, prep.label, prep.tab, prep.cols, prep.max_ino,
+                prep.xlist, prep.xblocks, prep.csum_seed, prep.hash_seed_words, size is None,
             )
         except _NoRoom as e:
             if size is not None:
