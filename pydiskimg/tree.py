@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import operator
 import os
 import stat
 import sys
@@ -225,8 +226,8 @@ def data_segments_of(path: str | bytes, size: int) -> tuple[tuple[int, int], ...
         os.close(fd)
 
 
-def _entry_name(e: os.DirEntry[bytes]) -> bytes:
-    return e.name
+#: a DirEntry's name, fetched in C (a sort key called once per entry of every folder)
+_entry_name = operator.attrgetter("name")
 
 
 class _Scanner:
