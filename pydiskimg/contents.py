@@ -305,25 +305,39 @@ def mkdir_p(tree: Tree, path: str, *, timestamp_ns: int, at: str) -> Node:
                         timestamp_ns=timestamp_ns, at=at, shown=path)
 
 
-def _read_tree_file(tree: Tree, path: str) -> bytes | None:
-    """The content of a regular file of the tree (following symlinks inside it), or None."""
-    parts = [p for p in os.fsencode(path).split(b"/") if p]
-    try:
-        parent = _resolve_dir(tree, parts[:-1], create=False, timestamp_ns=0, at="", shown=path)
-    except UsageError:
-        return None
-    node = parent.entries.get(parts[-1])
+def resolve(tree: Tree, path: str) -> Node | None:
+    """The node at ``path`` with every symlink on the way (and at the end) followed inside the
+    tree (an absolute target from the tree's root, as a chroot would), or None when something
+    is missing or a loop is met."""
+    todo = [p for p in os.fsencode(path).split(b"/") if p not in (b"", b".")]
+    done: list[bytes] = []
     hops = 0
-    while node is not None and node.kind is Kind.SYMLINK and hops < _MAX_SYMLINK_HOPS:
-        hops += 1
-        t = node.target
-        base = [] if t.startswith(b"/") else parts[:-1]
-        parts = base + [p for p in t.split(b"/") if p]
-        try:
-            parent = _resolve_dir(tree, parts[:-1], create=False, timestamp_ns=0, at="", shown=path)
-        except UsageError:
+    while todo:
+        name = todo.pop(0)
+        if name == b"..":
+            if done:
+                done.pop()
+            continue
+        node = tree.lookup(b"/" + b"/".join(done + [name]))
+        if node is None:
             return None
-        node = parent.entries.get(parts[-1])
+        if node.kind is Kind.SYMLINK:
+            hops += 1
+            if hops > _MAX_SYMLINK_HOPS:
+                return None
+            link = node.target
+            if link.startswith(b"/"):
+                done = []
+            todo = [p for p in link.split(b"/") if p not in (b"", b".")] + todo
+            continue
+        done.append(name)
+    return tree.lookup(b"/" + b"/".join(done))
+
+
+def read_file(tree: Tree, path: str) -> bytes | None:
+    """The content of the regular file at ``path`` of the tree (symlinks followed inside it),
+    or None when there is none."""
+    node = resolve(tree, path)
     if node is None or node.kind is not Kind.REG:
         return None
     if not node.source:
@@ -336,7 +350,7 @@ def _read_tree_file(tree: Tree, path: str) -> bytes | None:
 
 
 def _id_table(tree: Tree, path: str) -> dict[str, int] | None:
-    data = _read_tree_file(tree, path)
+    data = read_file(tree, path)
     if data is None:
         return None
     table: dict[str, int] = {}

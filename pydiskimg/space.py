@@ -21,11 +21,12 @@ of 1/256 plus 64 KiB covers it.
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import Any
 
 import numpy as np
+
+from . import io
 
 PAGE = 4096
 MiB = 1 << 20
@@ -106,24 +107,11 @@ def table_bytes(layout: Any) -> int:
 
 def data_ranges(path: str) -> list[tuple[int, int]]:
     """(offset, length) of every data range of a sparse file."""
-    out: list[tuple[int, int]] = []
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
-        pos = 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.append((start, end - start))
-            pos = end
+        return [(a, b - a) for a, b in io.data_ranges(fd, 0, os.fstat(fd).st_size)]
     finally:
         os.close(fd)
-    return out
 
 
 #: qemu-img's allocation unit per pydiskimg format

@@ -10,38 +10,13 @@ from __future__ import annotations
 
 import os
 
-from ..errors import SourceError
+from .. import contents
 from ..tree import Kind, Node, Tree
 
-_MAX_HOPS = 40
-
-
-def resolve(tree: Tree, path: str) -> Node | None:
-    """The node at ``path`` with every symlink on the way (and at the end) followed inside the
-    tree, or None when something is missing or a loop is met."""
-    todo = [p for p in os.fsencode(path).split(b"/") if p not in (b"", b".")]
-    done: list[bytes] = []
-    hops = 0
-    while todo:
-        name = todo.pop(0)
-        if name == b"..":
-            if done:
-                done.pop()
-            continue
-        node = tree.lookup(b"/" + b"/".join(done + [name]))
-        if node is None:
-            return None
-        if node.kind is Kind.SYMLINK:
-            hops += 1
-            if hops > _MAX_HOPS:
-                return None
-            link = node.target
-            if link.startswith(b"/"):
-                done = []
-            todo = [p for p in link.split(b"/") if p not in (b"", b".")] + todo
-            continue
-        done.append(name)
-    return tree.lookup(b"/" + b"/".join(done))
+#: ``resolve(tree, path)``: the node with symlinks followed inside the tree;
+#: ``read(tree, path)``: a regular file's content.  Both shared with ``contents``.
+resolve = contents.resolve
+read = contents.read_file
 
 
 def listdir(tree: Tree, path: str) -> dict[str, Node]:
@@ -60,20 +35,6 @@ def listdir(tree: Tree, path: str) -> dict[str, Node]:
 
 def is_file(node: Node | None) -> bool:
     return node is not None and node.kind is Kind.REG
-
-
-def read(tree: Tree, path: str) -> bytes | None:
-    """The content of the regular file at ``path``, or None when there is none."""
-    n = resolve(tree, path)
-    if n is None or n.kind is not Kind.REG:
-        return None
-    if not n.source:
-        return b""
-    try:
-        with open(n.source, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise SourceError(f"{n.source}: cannot read: {e.strerror}") from None
 
 
 def source(node: Node, empty: str) -> str:
