@@ -179,6 +179,31 @@ def test_ext4_refuses_a_filesystem_needing_recovery(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_ext4_made_by_mkfs_with_1k_blocks(tmp_path: Path) -> None:
+    """A root made by mkfs.ext4 itself on a small partition (1 KiB blocks, as the stage tests'
+    reference images are): normalized, e2fsck -fn is silent and the journal superblock is the
+    one mke2fs wrote (it once got 4 KiB as its block size: "Journal superblock is corrupt")."""
+    src = tree(tmp_path / "t")
+    img = tmp_path / "fs.img"
+    with open(img, "wb") as f:
+        f.truncate(60 << 20)
+    run("mkfs.ext4", "-q", "-F", "-d", str(src), str(img))
+    assert "Block size:               1024" in run("dumpe2fs", "-h", str(img))
+
+    def journal_sb() -> bytes:
+        first = int(run("debugfs", "-R", "bmap <8> 0", str(img)).split()[0])
+        with open(img, "rb") as f:
+            f.seek(first * 1024)
+            return f.read(1024)
+
+    made_by_mke2fs = journal_sb()
+    snap, kb = snapshot_ext4(img)
+    change_like_a_stage(img, SDE + 5_000_000, 777)
+    normalize_ext4(img, snap, kb)
+    assert_fsck_clean(img)
+    assert journal_sb() == made_by_mke2fs
+
+
 def make_fat(src: Path, out: Path) -> Path:
     run(sys.executable, "-m", "pydiskimg", "fat", "--root", str(src), "-o", str(out),
         "--size", "40M", "--source-date-epoch", str(SDE))

@@ -318,7 +318,7 @@ def normalize(fd: int, offset: int, *, timestamp: int, before: Snapshot) -> Repo
         if struct.unpack_from(">I", jraw, 0)[0] != 0xC03B3998:
             raise Ext4Error(f"ext4: block {first}: not a journal superblock")
         maxlen = struct.unpack_from(">I", jraw, 0x10)[0]
-        jsb = journal_superblock(maxlen, jraw[0x30:0x40])
+        jsb = journal_superblock(maxlen, jraw[0x30:0x40], bs)  # the filesystem's block size (mke2fs uses 1 KiB on small ones)
         os.pwrite(fd, jsb + bytes(bs - len(jsb)), offset + first * bs)
         for e in jbm.extents:
             start = e.pblk + (1 if e.lblk == 0 else 0)

@@ -239,12 +239,13 @@ def _write_metadata(plan: Ext4Plan, image: Image) -> None:
     w.flush()
 
 
-def journal_superblock(maxlen: int, uuid: bytes) -> bytes:
-    """The superblock of an empty internal journal of ``maxlen`` blocks, as mke2fs writes it
-    (version 2, no transaction, sequence 1, one user: the filesystem ``uuid``)."""
+def journal_superblock(maxlen: int, uuid: bytes, block_size: int = BS) -> bytes:
+    """The superblock of an empty internal journal of ``maxlen`` blocks of ``block_size`` bytes
+    (the filesystem's), as mke2fs writes it (version 2, no transaction, sequence 1, one user:
+    the filesystem ``uuid``)."""
     return bytes(journal_superblock_t.build(
         dict(
-            h_magic=0xC03B3998, h_blocktype=4, h_sequence=0, s_blocksize=BS,
+            h_magic=0xC03B3998, h_blocktype=4, h_sequence=0, s_blocksize=block_size,
             s_maxlen=maxlen, s_first=1, s_sequence=1, s_start=0, s_errno=0,
             s_feature_compat=0, s_feature_incompat=0, s_feature_ro_compat=0,
             s_uuid=uuid, s_nr_users=1, s_dynsuper=0, s_max_transaction=0,
