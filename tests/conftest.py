@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped where everything must run (PYDISKIMG_REQUIRE_ALL=1): {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored() -> Iterator[None]:
+    """Every test leaves SIGINT/SIGTERM handling (and pydiskimg's signal state) as it found it:
+    a test calling the CLI in-process must not change how a later test is interrupted."""
+    import signal
+
+    from pydiskimg.io import signals
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        if signal.getsignal(signum) is not handler:
+            signal.signal(signum, handler)
+    signals.reset()
 
 
 def _write(path: Path | bytes, data: bytes = b"", mode: int = 0o644) -> None:

@@ -4,6 +4,7 @@ judged by the kernel's process table (/proc) and by their exit status."""
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,10 +59,13 @@ def test_interrupt_kills_what_the_worker_started() -> None:
         child = subprocess.Popen(["sleep", "600"])
         started.append(child)
         _thread.interrupt_main()  # what SIGINT does to the main thread
-        child.wait()  # returns once the child is killed
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=60)  # returns once the child is killed
         if cancelled.is_set():
             seen_cancel.set()
 
+    # interrupt_main() calls the Python-level SIGINT handler: make it Python's own for this test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         t0 = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
@@ -71,8 +75,10 @@ def test_interrupt_kills_what_the_worker_started() -> None:
         assert seen_cancel.wait(timeout=10)
         assert alive(older.pid)
     finally:
-        older.kill()
-        older.wait()
+        signal.signal(signal.SIGINT, previous)
+        for p in (*started, older):
+            p.kill()
+            p.wait()
 
 
 def test_run_kills_the_whole_group() -> None:
