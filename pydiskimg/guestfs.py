@@ -281,6 +281,9 @@ def _new_handle(gfs: ModuleType, image_path: str, mem_size: int, tcg: bool, msgs
     g.set_event_callback(msgs.callback, events)
     g.set_memsize(mem_size)
     g.set_smp(1)  # one vCPU (libguestfs's default, pinned): the kernel's allocation is then repeatable
+    # SCSI disks probed in order: the image is always the first disk (sda), the appliance's own
+    # the second; with the default asynchronous scan the order varies from launch to launch
+    g.set_append("scsi_mod.scan=sync")
     if tcg:
         g.set_backend("direct")
         g.set_backend_settings(["force_tcg"])
@@ -540,8 +543,11 @@ _WRITEBACK_SYSCTLS = (
     ("dirty_ratio", 90),
 )
 #: ext4's journal commits only when full or asked (not every 5 s): blocks a command frees are
-#: reusable only after a commit, so timed commits would make allocation depend on timing too
-ROOT_MOUNT_OPTIONS = "noatime,commit=3600"
+#: reusable only after a commit, so timed commits would make allocation depend on timing too;
+#: no delayed allocation (``nodelalloc``): blocks are allocated when written, in the command's
+#: order, not when writeback runs (a legacy GRUB image had its modules and their folder placed
+#: in another order in one build of two); no background inode-table zeroing (``noinit_itable``)
+ROOT_MOUNT_OPTIONS = "noatime,commit=3600,nodelalloc,noinit_itable"
 
 
 def _pin_appliance(g: Any, clock: int, say: ProgressFn) -> None:
