@@ -512,6 +512,8 @@ def run_in_guest(
 
         lines = _Console(output, cancelled)
         g = _launch(gfs, image_path, mem_size, say, cancelled, lines)
+        if clock is not None:  # deterministic: the image must be the appliance's sda
+            g = _image_first(g, lambda: _launch(gfs, image_path, mem_size, say, cancelled, lines), say)
         try:
             return _run_command(
                 g,
@@ -530,6 +532,47 @@ def run_in_guest(
                 g.close()
 
     return procs.interruptible(stage)
+
+
+#: Launches tried before giving up on the image being the appliance's first disk
+_IMAGE_FIRST_TRIES = 6
+
+
+def _image_scsi_target(g: Any) -> str:
+    """The SCSI target of the appliance's ``/dev/sda`` ("0": the image, added first; the
+    appliance's own disk is added after it)."""
+    out = g.debug("sh", ["basename \"$(readlink -f /sys/block/sda/device)\""]).strip()
+    parts = out.split(":")
+    return parts[2] if len(parts) == 4 else out
+
+
+def _image_first(g: Any, relaunch: Callable[[], Any], say: ProgressFn) -> Any:
+    """A handle whose appliance names the image ``/dev/sda``, relaunching when needed.
+
+    The appliance's kernel names its two SCSI disks in the order their probes finish, which
+    varies from launch to launch even with an ordered scan; what a command derives from the
+    names then varies too (update-grub writes ``--hint-bios=hd1 --hint-baremetal=ahci1`` into
+    grub.cfg when the image is ``sdb``, from the name alone, whatever ``device.map`` says)."""
+    for attempt in range(1, _IMAGE_FIRST_TRIES + 1):
+        try:
+            target = _image_scsi_target(g)
+        except RuntimeError as e:
+            say(f"libguestfs: cannot tell which disk is the image: {_one_line(str(e))}")
+            return g
+        if target == "0":
+            return g
+        if attempt == _IMAGE_FIRST_TRIES:
+            say(f"libguestfs: the image is not the appliance's first disk after {attempt} launches; "
+                "names derived from it may differ from build to build")
+            return g
+        say("libguestfs: the image came up as the appliance's second disk; relaunching so that "
+            "it is /dev/sda (device names a command records must not vary)")
+        with contextlib.suppress(Exception):
+            g.shutdown()
+        with contextlib.suppress(Exception):
+            g.close()
+        g = relaunch()
+    return g
 
 
 #: The appliance's kernel writes dirty data back only when told (sync, fsync, unmount) or when
