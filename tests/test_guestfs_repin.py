@@ -289,3 +289,36 @@ def test_long_output_is_cut_to_its_tail() -> None:
     text = guestfs._tail_line(out)
     assert text.startswith("[80 earlier lines] line 80 | ") and text.endswith("line 99")
     assert "\n" not in text
+
+
+def test_image_first_relaunches_until_the_image_is_sda() -> None:
+    """The appliance's kernel may name the image sdb (its probes finish in any order): the
+    stage relaunches until sda is the image's SCSI target 0, closing each handle it drops."""
+    from pydiskimg import guestfs as gfs
+
+    class Handle:
+        def __init__(self, address: str) -> None:
+            self.address, self.closed = address, False
+
+        def debug(self, cmd: str, args: list[str]) -> str:
+            assert cmd == "sh" and "/sys/block/sda/device" in args[0]
+            return self.address + "\n"
+
+        def shutdown(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    first = Handle("2:0:1:0")
+    later = [Handle("2:0:1:0"), Handle("2:0:0:0")]
+    said: list[str] = []
+    got = gfs._image_first(first, lambda: later.pop(0), said.append)
+    assert got.address == "2:0:0:0" and not got.closed
+    assert first.closed and not later
+    assert sum("relaunching" in s for s in said) == 2
+    # never the image: give up after the tries, say so, keep the last handle
+    said.clear()
+    stuck = gfs._image_first(Handle("2:0:1:0"), lambda: Handle("2:0:1:0"), said.append)
+    assert stuck.address == "2:0:1:0" and not stuck.closed
+    assert "not the appliance's first disk" in said[-1]
