@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +24,8 @@ MTIME_NS = 1_700_000_000_000_000_000
 def generate(dest: str, files: int = 50_000, seed: int = 1, large_mib: int = 400) -> str:
     """Create the tree under ``dest`` (replaced if its marker does not match) and return it."""
     params = {"files": files, "seed": seed, "large_mib": large_mib, "version": 1}
-    marker = os.path.normpath(dest) + ".gentree.json"
-    try:
-        with open(marker) as f:
-            if json.load(f) == params:
-                return dest
-    except (OSError, ValueError):
-        pass
-    if os.path.exists(dest):
-        shutil.rmtree(dest)
+    if reusable(dest, params, "gentree"):
+        return dest
     os.makedirs(dest)
     rng = np.random.default_rng(seed)
     pool = rng.bytes(1 << 20)  # small files are slices of this
@@ -84,13 +78,36 @@ def generate(dest: str, files: int = 50_000, seed: int = 1, large_mib: int = 400
     for i in range(50):
         os.link(os.path.join(dest, "big0", big0[i]), os.path.join(dest, "big2", f"hard{i:03d}"))
 
+    finish(dest, params, "gentree")
+    return dest
+
+
+def _marker(dest: str, kind: str) -> str:
+    return os.path.normpath(dest) + f".{kind}.json"
+
+
+def reusable(dest: str, params: dict[str, Any], kind: str) -> bool:
+    """True when ``dest`` was generated with ``params`` (its marker ``DEST.KIND.json`` says so);
+    otherwise ``dest`` is removed, to be generated anew."""
+    try:
+        with open(_marker(dest, kind)) as f:
+            if json.load(f) == params:
+                return True
+    except (OSError, ValueError):
+        pass
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    return False
+
+
+def finish(dest: str, params: dict[str, Any], kind: str) -> None:
+    """Give every entry of ``dest`` the same mtime (:data:`MTIME_NS`), then write its marker."""
     for root, dnames, fnames in os.walk(dest, topdown=False):
         for n in fnames + dnames:
             os.utime(os.path.join(root, n), ns=(MTIME_NS, MTIME_NS), follow_symlinks=False)
         os.utime(root, ns=(MTIME_NS, MTIME_NS))
-    with open(marker, "w") as f:
+    with open(_marker(dest, kind), "w") as f:
         json.dump(params, f)
-    return dest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gentree  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_WORKDIR = os.environ.get("PYDISKIMG_BENCH_DIR", "/tmp/pydiskimg-scale")
 SDE = "1700000000"
-MTIME_NS = 1_700_000_000_000_000_000
 PER_FOLDER = 100
 MAX_FILE = 3000
 
@@ -56,15 +58,8 @@ def generate(dest: str, files: int, seed: int = 11) -> str:
     """``files`` files of 1..3000 random bytes, 100 per folder, under ``dest``: leaf folder k
     is ``dest/(k // 100)/(k % 100)`` (so no folder holds more than 100 entries)."""
     params = {"files": files, "seed": seed, "per_folder": PER_FOLDER, "max": MAX_FILE, "version": 1}
-    marker = os.path.normpath(dest) + ".scale.json"
-    try:
-        with open(marker) as f:
-            if json.load(f) == params:
-                return dest
-    except (OSError, ValueError):
-        pass
-    if os.path.exists(dest):
-        shutil.rmtree(dest)
+    if gentree.reusable(dest, params, "scale"):
+        return dest
     rng = np.random.default_rng(seed)
     pool = rng.bytes(4 << 20)
     sizes = rng.integers(1, MAX_FILE + 1, files)
@@ -80,12 +75,7 @@ def generate(dest: str, files: int, seed: int = 11) -> str:
                 os.write(fd, pool[o : o + s])
             finally:
                 os.close(fd)
-    for root, dnames, fnames in os.walk(dest, topdown=False):
-        for n in fnames + dnames:
-            os.utime(os.path.join(root, n), ns=(MTIME_NS, MTIME_NS), follow_symlinks=False)
-    os.utime(dest, ns=(MTIME_NS, MTIME_NS))
-    with open(marker, "w") as f:
-        json.dump(params, f)
+    gentree.finish(dest, params, "scale")
     return dest
 
 
