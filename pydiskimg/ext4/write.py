@@ -418,33 +418,8 @@ _BLOCK = 4096
 
 def _gather_run(run: list[FileCopy], image: Image) -> int:
     """Read the small files of ``run`` (consecutive in the image) and write them at once."""
-    start = run[0].pieces[0][1]
-    last = run[-1]
-    buf = bytearray(last.pieces[0][1] + last.size - start)
-    for fc in run:
-        fd = open_source(fc.source)
-        try:
-            # one byte more than planned tells a file that grew from one that did not
-            data = os.read(fd, fc.size + 1)
-            while len(data) < fc.size:
-                more = os.read(fd, fc.size + 1 - len(data))
-                if not more:
-                    break
-                data += more
-        except OSError as e:
-            raise SourceError(f"{fc.source}: cannot read: {e.strerror}") from None
-        finally:
-            os.close(fd)
-        if len(data) != fc.size:
-            raise SourceError(
-                f"{fc.source}: size changed from {fc.size} to "
-                f"{len(data) if len(data) < fc.size else 'more than ' + str(fc.size)} bytes "
-                "since it was scanned"
-            )
-        off = fc.pieces[0][1] - start
-        buf[off : off + fc.size] = data
-    image.write(start, buf)
-    return sum(fc.size for fc in run)
+    return _gather([fc.source for fc in run], [fc.pieces[0][1] for fc in run],
+                   [fc.size for fc in run], image)
 
 
 def _copy_batch(batch: list[FileCopy], image: Image) -> int:
