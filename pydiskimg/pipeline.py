@@ -575,8 +575,8 @@ class Build:
         """A staging folder ($out) beside the output; its files move into place on success."""
         self.staging = os.path.join(out_dir, f".{os.path.basename(self.spec.output)}.pydiskimg-{os.getpid()}")
         shutil.rmtree(self.staging, ignore_errors=True)
-        os.mkdir(self.staging)
         try:
+            os.mkdir(self.staging)  # inside: a signal right after it must not leave the folder
             yield
             moved: list[str] = []
             try:
